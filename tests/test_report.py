@@ -1,0 +1,156 @@
+"""The report build (tools/build_report.py) on a small notebook set: execution, cache, HTML site, PDF, real browser."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'tools'))
+import browser_check  # noqa: E402
+import build_report  # noqa: E402
+
+md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+
+def _chapters(folder: Path) -> None:
+    """Two small chapters in the project's conventions: title + summary, math, plotly, table, headline, hidden cell."""
+    nb1 = nbformat.v4.new_notebook(cells=[
+        md('# Alpha chapter\n\n> A small chapter with a figure and math.\n\n'
+           'The objective is $J = \\tfrac12\\|A \\circ (X - UV^T)\\|_F^2 + \\lambda \\|U\\|_F^2$.\n\n'
+           '$$\\hat r_{ij} = \\frac{\\sum_k s_{ik} x_{kj}}{\\sum_k s_{ik}}$$'),
+        code("SCALE = 'small'"),
+        md('## Evidence\n\n| k | value |\n|---|---|\n| 20 | 1 |'),
+        code("import numpy as np\nimport plotly.graph_objects as go\nrng = np.random.default_rng(0)\n"
+             "y = rng.random(5)\nfig = go.Figure(go.Scatter(y=y, name='J'))\nfig.update_layout(title='Objective')\nfig"),
+        code("import pandas as pd\npd.DataFrame({'k': [20, 50], 'value': [round(float(y[0]), 4), 2.0]})"),
+        code('#| hide\nhidden_marker = "HIDDEN-CELL-SOURCE"'),
+        code("#| report: headline\nfrom IPython.display import Markdown\n"
+             "Markdown(f'value **{float(y.sum()):.4f}** with $k={20}$')"),
+    ])
+    nb2 = nbformat.v4.new_notebook(cells=[
+        md('# Beta chapter\n\n> A chapter with plain output and a second figure.'),
+        code("print('beta ran')"),
+        code("import plotly.express as px\npx.bar(x=['a', 'b'], y=[1, 2])"),
+    ])
+    nbformat.write(nb1, folder / '01_alpha.ipynb')
+    nbformat.write(nb2, folder / '02_beta.ipynb')
+
+
+def _build(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / 'tools' / 'build_report.py'), '--fallback', '--nbs', str(tmp / 'nbs'),
+           '--site', str(tmp / 'site'), '--build', str(tmp / 'build'), '--no-check', *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('report')
+    (tmp / 'nbs').mkdir()
+    _chapters(tmp / 'nbs')
+    first = _build(tmp)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _build(tmp, '--no-pdf')
+    assert second.returncode == 0, second.stdout + second.stderr
+    executed = nbformat.read(tmp / 'build' / 'executed' / '01_alpha.ipynb', as_version=4)
+    y_sum = None
+    for cell in executed.cells:
+        if 'report: headline' in cell.source:
+            y_sum = re.search(r'\*\*([0-9.]+)\*\*', cell.outputs[0]['data']['text/markdown']).group(1)
+    return {'tmp': tmp, 'site': tmp / 'site', 'first': first.stdout, 'second': second.stdout, 'headline': y_sum}
+
+
+def test_progress_line_per_notebook_and_cache(report):
+    assert re.search(r'\[1/2\] 01_alpha\.ipynb: executed in [0-9.]+ s', report['first'])
+    assert re.search(r'\[2/2\] 02_beta\.ipynb: executed in [0-9.]+ s', report['first'])
+    assert 'quarto not on PATH' in report['first']  # the fallback says so
+    # second run: nothing re-executed
+    assert re.search(r'\[1/2\] 01_alpha\.ipynb: cached', report['second']), report['second']
+    assert re.search(r'\[2/2\] 02_beta\.ipynb: cached', report['second'])
+    assert 'executing' not in report['second']
+
+
+def test_error_names_notebook_and_cell(tmp_path):
+    (tmp_path / 'nbs').mkdir()
+    nb = nbformat.v4.new_notebook(cells=[md('# Broken'), code('x = 1'), code('y = x / 0')])
+    nbformat.write(nb, tmp_path / 'nbs' / '05_broken.ipynb')
+    r = _build(tmp_path, '--no-pdf')
+    assert r.returncode == 1
+    assert re.search(r'05_broken\.ipynb: cell 2 .*y = x / 0.* failed: ZeroDivisionError', r.stdout), r.stdout
+    assert (tmp_path / 'build' / 'failed' / '05_broken.ipynb').exists()
+
+
+def test_site_pages_navigation_and_no_cdn(report):
+    site = report['site']
+    index = (site / 'index.html').read_text()
+    for stem, title in (('01_alpha', 'Alpha chapter'), ('02_beta', 'Beta chapter')):
+        assert f'href="{stem}.html"' in index and title in index
+    assert 'A small chapter with a figure and math.' in index  # one-line summary
+    assert report['headline'] and report['headline'] in index  # headline result computed by the notebook
+    assert 'CPU cores' in index  # machine
+    alpha = (site / '01_alpha.html').read_text()
+    assert 'href="02_beta.html"' in alpha and 'href="index.html"' in alpha  # prev / next
+    assert 'HIDDEN-CELL-SOURCE' not in alpha and '#| hide' not in alpha
+    assert '<details class="code">' in alpha  # foldable code
+    assert alpha.count('class="plotly-figure"') == 1
+    assert (site / 'assets' / 'plotly.min.js').stat().st_size > 1_000_000  # shipped once, locally
+    for page in site.glob('*.html'):
+        text = page.read_text()
+        remote = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:[^"]+)"', text)
+        assert not remote, f'{page.name} loads {remote}'
+    chapters = json.loads((report['tmp'] / 'build' / 'chapters.json').read_text())
+    assert [c['figures'] for c in chapters] == [1, 1]
+
+
+def test_pdf_sections_and_images(report):
+    from pypdf import PdfReader
+    pdf = report['site'] / build_report.PDF_NAME
+    reader = PdfReader(str(pdf))
+    top = [o for o in reader.outline if not isinstance(o, list)]
+    assert [o.title for o in top] == ['1 Alpha chapter', '2 Beta chapter']
+    starts = [reader.get_destination_page_number(o) for o in top] + [len(reader.pages)]
+    for i in range(len(top)):  # each chapter has a figure, so each must contain an image
+        n = sum(len(reader.pages[p].images) for p in range(starts[i], starts[i + 1]))
+        assert n >= 1, f'no image in chapter {top[i].title}'
+    text = ''.join(p.extract_text() for p in reader.pages[:starts[0]])
+    assert 'Contents' in text and 'Provenance' in text
+
+
+def test_browser_renders_plots_and_math(report):
+    if not browser_check.find_chromium():
+        pytest.skip(f'Chromium missing: {browser_check.INSTALL_HINT}')
+    site = report['site']
+    shots = site / '_checks'
+    reps = browser_check.check_pages([site / 'index.html', site / '01_alpha.html'], shots)
+    index, chapter = reps
+    assert index.problems() == [] and chapter.problems(expect_plot=True, expect_math=True) == []
+    assert chapter.probe['plotly_svgs'] == 1
+    assert chapter.probe['math_rendered'] >= 2 and index.probe['math_rendered'] >= 1
+    assert chapter.requests and all(u.startswith(('file:', 'data:')) for u in chapter.requests)
+    assert not chapter.failed_requests
+    for r in reps:
+        assert Path(r.screenshot).stat().st_size > 10_000
+
+
+def test_browser_check_catches_network_and_unrendered_math(tmp_path):
+    if not browser_check.find_chromium():
+        pytest.skip(f'Chromium missing: {browser_check.INSTALL_HINT}')
+    page = tmp_path / 'bad.html'
+    page.write_text('<html><body><p data-has-math>$x$</p><img src="https://example.invalid/x.png"></body></html>')
+    rep, = browser_check.check_pages([page], timeout=15)
+    probs = ' '.join(rep.problems())
+    assert 'need the network' in probs and 'not typeset' in probs
+
+
+def test_directives_and_math_helpers():
+    d = build_report.cell_directives('#| hide\n#| report: headline\nx = 1\n#| late: 1')
+    assert d == {'hide': '', 'report': 'headline'}
+    assert build_report.strip_directives('#| export\n\ndef f(): pass') == 'def f(): pass'
+    assert build_report.typst_friendly_math(r'a \| b $\|A\|_F$') == r'a \| b $\Vert A\Vert _F$'
+    nb = nbformat.v4.new_notebook(cells=[md('# T\n\n> S'), code('#| report: headline\n1')])
+    nb.cells[1].outputs = [nbformat.v4.new_output('execute_result', {'text/plain': '0.5'}, execution_count=1)]
+    meta = build_report.chapter_meta(nb, Path('07_x.ipynb'))
+    assert (meta['title'], meta['summary'], meta['headline'], meta['number']) == ('T', 'S', '0.5', 7)
