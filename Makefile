@@ -42,7 +42,7 @@ export: install
 report: install system-deps data
 	$(BIN)/python tools/build_report.py
 
-test: install
+test: install system-deps
 	$(BIN)/python tools/check_export.py
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
