@@ -40,16 +40,13 @@ OUT = dict(nnz_train=int(Xtr.nnz), nnz_test=int(Xte.nnz), titles=int(d.info['n_t
 """
 
 def run(code: str, folder: str, cache: bool = False) -> dict:
-    prog = textwrap.dedent(f"""
-    import time, resource, json
-    FOLDER, CACHE = {folder!r}, {cache!r}
-    t0 = time.perf_counter()
-    {{}}
-    OUT['seconds'] = time.perf_counter() - t0
-    OUT['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print('RESULT', json.dumps(OUT))
-    """).format(textwrap.indent(code, '    ').strip())
-    p = subprocess.run([sys.executable, '-c', textwrap.dedent(prog)], capture_output=True, text=True)
+    "Run `code` in a fresh interpreter; return its OUT dict plus seconds and peak RSS (MB)."
+    prog = (f"import time, resource, json\nFOLDER, CACHE = {folder!r}, {cache!r}\nt0 = time.perf_counter()\n"
+            + textwrap.dedent(code)
+            + "\nOUT['seconds'] = time.perf_counter() - t0"
+            + "\nOUT['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+            + "\nprint('RESULT', json.dumps(OUT))\n")
+    p = subprocess.run([sys.executable, '-c', prog], capture_output=True, text=True)
     if p.returncode: raise RuntimeError(p.stderr[-2000:])
     return json.loads([l for l in p.stdout.splitlines() if l.startswith('RESULT')][-1][7:])
 
