@@ -1,0 +1,203 @@
+"Tests of thu_big_data_ml.mf: objective and gradients, backend agreement, ALS monotonicity, bad arguments."
+import numpy as np
+import pandas as pd
+import pytest
+
+from thu_big_data_ml.data import Interactions
+from thu_big_data_ml.mf import fit_mf, MFModel, objective, gradients, init_factors, gd_step_size
+
+
+def make_data(n_users=40, n_items=30, density=0.3, rank=3, seed=0) -> Interactions:
+    r = np.random.default_rng(seed)
+    A, B = r.normal(size=(n_users, rank)), r.normal(size=(n_items, rank))
+    u, i = np.nonzero(r.random((n_users, n_items)) < density)
+    x = np.clip(np.rint(3.5 + 0.6 * (A[u] * B[i]).sum(1) + r.normal(0, .4, len(u))), 1, 5)
+    return Interactions(u, i, x, None, n_users, n_items)
+
+
+@pytest.fixture(scope='module')
+def data():
+    return make_data()
+
+
+def dense_objective(U, V, d, lam):
+    "The handout's formula with the full mask A."
+    X = np.zeros((d.n_users, d.n_items)); A = np.zeros_like(X)
+    X[d.user, d.item] = d.rating; A[d.user, d.item] = 1
+    U, V = U.astype(np.float64), V.astype(np.float64)
+    return 0.5 * np.sum((A * (X - U @ V.T)) ** 2) + lam * np.sum(U ** 2) + lam * np.sum(V ** 2)
+
+
+def test_objective_matches_dense_handout_formula(data):
+    U, V = init_factors(data.n_users, data.n_items, 5, seed=1, scale=0.5)
+    assert objective(U, V, data, 0.3) == pytest.approx(dense_objective(U, V, data, 0.3), rel=1e-10)
+    # sum, not mean: doubling every rating's weight doubles the data term
+    J0 = objective(U, V, data, 0.0)
+    assert objective(U, V, data, 0.0, weights=np.full(len(data), 2.0)) == pytest.approx(2 * J0, rel=1e-10)
+
+
+@pytest.mark.parametrize('biased,weighted', [(False, False), (True, False), (True, True)])
+def test_gradients_vs_finite_differences(data, biased, weighted):
+    r = np.random.default_rng(2)
+    U, V = (a.astype(np.float64) for a in init_factors(data.n_users, data.n_items, 4, seed=3, scale=0.5))
+    w = r.uniform(0.5, 2, len(data)) if weighted else None
+    P = {'U': U, 'V': V}
+    if biased: P.update(bu=r.normal(0, .3, data.n_users), bi=r.normal(0, .3, data.n_items))
+    extra = lambda P: dict(mu=3.5, bu=P['bu'], bi=P['bi']) if biased else {}
+    g = gradients(P['U'], P['V'], data, 0.2, w, **extra(P))
+    assert set(g) == set(P)
+    h = 1e-6
+    for name in P:
+        for flat in r.choice(P[name].size, 8, replace=False):
+            idx = np.unravel_index(flat, P[name].shape); old = P[name][idx]
+            P[name][idx] = old + h; jp = objective(P['U'], P['V'], data, 0.2, w, **extra(P))
+            P[name][idx] = old - h; jm = objective(P['U'], P['V'], data, 0.2, w, **extra(P))
+            P[name][idx] = old
+            assert (jp - jm) / (2 * h) == pytest.approx(g[name][idx], rel=1e-5, abs=1e-6)
+
+
+def test_gradients_vs_jax_autodiff(data):
+    import jax, jax.numpy as jnp
+    U, V = init_factors(data.n_users, data.n_items, 4, seed=3, scale=0.5)
+    u, i, x = data.user, data.item, data.rating
+    def J(U, V):
+        return 0.5 * jnp.sum((x - jnp.sum(U[u] * V[i], 1)) ** 2) + 0.2 * jnp.sum(U ** 2) + 0.2 * jnp.sum(V ** 2)
+    gU, gV = jax.grad(J, argnums=(0, 1))(jnp.asarray(U), jnp.asarray(V))
+    g = gradients(U, V, data, 0.2)
+    np.testing.assert_allclose(np.asarray(gU), g['U'], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gV), g['V'], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('method,biased', [('gd', False), ('adam', True)])
+def test_jax_and_torch_follow_the_same_trajectory(data, method, biased):
+    init = init_factors(data.n_users, data.n_items, 6, seed=4)
+    kw = dict(k=6, lam=0.1, method=method, biased=biased, init=init, max_iter=12, tol=0, progress=False)
+    mj = fit_mf(data, backend='jax', **kw)
+    mt = fit_mf(data, backend='torch', **kw)
+    mn = fit_mf(data, backend='numba', **kw)
+    mr = fit_mf(data, backend='numpy', **kw)
+    assert len(mj.history) == len(mt.history) == 13
+    assert mj.history.J.iloc[-1] < mj.history.J.iloc[0]
+    for m in (mt, mn, mj):
+        np.testing.assert_allclose(m.history.J, mr.history.J, rtol=2e-5)
+        np.testing.assert_allclose(m.U, mr.U, atol=2e-4)
+        np.testing.assert_allclose(m.V, mr.V, atol=2e-4)
+        np.testing.assert_allclose(m.bu, mr.bu, atol=2e-4)
+
+
+@pytest.mark.parametrize('backend', ['jax', 'torch'])
+def test_dense_layout_equals_sparse(data, backend):
+    init = init_factors(data.n_users, data.n_items, 5, seed=5)
+    kw = dict(k=5, lam=0.05, method='gd', backend=backend, init=init, max_iter=5, tol=0, progress=False)
+    a, b = fit_mf(data, layout='sparse', **kw), fit_mf(data, layout='dense', **kw)
+    np.testing.assert_allclose(a.history.J, b.history.J, rtol=1e-5)
+    np.testing.assert_allclose(a.U, b.U, atol=1e-5)
+
+
+def test_weights_enter_the_loss(data):
+    "Zero weight on a rating = dropping it (the IPS-weighted loss of the propensity chapter relies on this)."
+    init = init_factors(data.n_users, data.n_items, 4, seed=6)
+    w = np.ones(len(data)); w[::3] = 0
+    kw = dict(k=4, lam=0.1, init=init, max_iter=6, tol=0, progress=False)
+    keep = np.flatnonzero(w > 0)
+    for method in ('gd', 'als'):
+        a = fit_mf(data, method=method, weights=w, lr=1e-3, **kw) if method == 'gd' else fit_mf(data, method=method, weights=w, **kw)
+        b = fit_mf(data.subset(keep), method=method, lr=1e-3, **kw) if method == 'gd' else fit_mf(data.subset(keep), method=method, **kw)
+        np.testing.assert_allclose(a.U, b.U, atol=1e-4)
+
+
+@pytest.mark.parametrize('biased', [False, True])
+@pytest.mark.parametrize('lam', [0.01, 1.0])
+def test_als_decreases_J_monotonically_and_matches_reference(data, biased, lam):
+    kw = dict(k=5, lam=lam, method='als', biased=biased, max_iter=15, tol=0, seed=7, progress=False)
+    m = fit_mf(data, backend='numba', **kw)
+    J = m.history.J.to_numpy()
+    assert np.all(np.diff(J) <= 1e-6 * J[:-1]), J
+    assert J[-1] < 0.5 * J[0]
+    ref = fit_mf(data, backend='numpy', **{**kw, 'max_iter': 4})
+    np.testing.assert_allclose(ref.history.J, J[:5], rtol=1e-4)
+    # each half-sweep is an exact block minimiser: the U-gradient vanishes after the U-step ... and after the V-step
+    g = gradients(m.U, m.V, data, lam, **(dict(mu=m.mu, bu=m.bu, bi=m.bi) if biased else {}))
+    assert np.abs(g['V']).max() < 1e-3
+
+
+def test_als_converges_and_stops_on_relative_tolerance(data):
+    m = fit_mf(data, k=4, lam=1.0, method='als', max_iter=500, tol=1e-6, progress=False)
+    assert m.config['converged'] and m.config['iters'] < 500
+    J = m.history.J.to_numpy()
+    assert abs(J[-1] - J[-2]) < 1e-6 * J[-2]
+
+
+def test_gd_default_step_is_stable_and_decreases_J(data):
+    m = fit_mf(data, k=5, lam=0.01, method='gd', max_iter=100, tol=0, progress=False)
+    J = m.history.J.to_numpy()
+    assert np.all(np.diff(J) < 0)
+    assert m.config['lr'] == pytest.approx(gd_step_size(data, lam=0.01))
+
+
+def test_model_predict_history_and_validation(data):
+    tr, va = data.subset(np.arange(0, len(data), 2)), data.subset(np.arange(1, len(data), 2))
+    m = fit_mf(tr, k=3, lam=1.0, method='adam', biased=True, val=va, max_iter=20, progress=False)
+    assert isinstance(m, MFModel)
+    assert list(m.history.columns) == ['iter', 'J', 'train_rmse', 'val_rmse', 'seconds']
+    assert m.history.val_rmse.notna().all() and (np.diff(m.history.seconds) >= 0).all()
+    p = m.predict(va.user, va.item)
+    assert p.dtype == np.float32 and p.shape == (len(va),)
+    assert m.rmse(va) == pytest.approx(m.history.val_rmse.iloc[-1], rel=0.05)
+    expect = m.mu + m.bu[va.user] + m.bi[va.item] + (m.U[va.user] * m.V[va.item]).sum(1)
+    np.testing.assert_allclose(p, expect, rtol=1e-5, atol=1e-5)
+    assert m.predict(va.user, va.item, clip=(1, 5)).max() <= 5
+    assert m.U.dtype == np.float32 and m.U.shape == (data.n_users, 3)
+    plain = fit_mf(tr, k=3, method='als', max_iter=2, progress=False)
+    assert plain.mu == 0 and not plain.bu.any() and not plain.bi.any()
+    with pytest.raises(ValueError, match='user indices'):
+        m.predict(np.array([data.n_users]), np.array([0]))
+
+
+def test_seeds_are_reproducible_and_factors_independent(data):
+    a = fit_mf(data, k=4, method='gd', max_iter=3, seed=11, progress=False)
+    b = fit_mf(data, k=4, method='gd', max_iter=3, seed=11, progress=False)
+    np.testing.assert_array_equal(a.U, b.U)
+    U, V = init_factors(50, 50, 4, seed=0)
+    assert not np.allclose(U, V)      # U and V come from different streams (the coursework reused one JAX key)
+
+
+def test_bad_arguments_raise_clear_errors(data):
+    with pytest.raises(ValueError, match='k .* must be positive'): fit_mf(data, k=0, progress=False)
+    with pytest.raises(ValueError, match='must be positive'): fit_mf(data, k=-3, progress=False)
+    with pytest.raises(TypeError, match='k must be an integer'): fit_mf(data, k=2.5, progress=False)
+    with pytest.raises(ValueError, match='non-negative'): fit_mf(data, lam=-0.1, progress=False)
+    with pytest.raises(ValueError, match='ALS needs lam > 0'): fit_mf(data, lam=0.0, method='als', progress=False)
+    with pytest.raises(ValueError, match='reg'): fit_mf(data, reg='l1', progress=False)
+    with pytest.raises(ValueError, match='non-negative'): objective(*init_factors(40, 30, 2), data, -1.0)
+    with pytest.raises(ValueError, match='method'): fit_mf(data, method='sgd', progress=False)
+    with pytest.raises(ValueError, match='backend'): fit_mf(data, backend='tensorflow', progress=False)
+    with pytest.raises(ValueError, match='init'): fit_mf(data, k=3, init=init_factors(40, 30, 4), progress=False)
+    with pytest.raises(ValueError, match='weights'): fit_mf(data, weights=np.ones(3), progress=False)
+    with pytest.raises(ValueError, match='weights'): fit_mf(data, weights=-np.ones(len(data)), progress=False)
+    with pytest.raises(ValueError, match='lr'): fit_mf(data, lr=-1.0, progress=False)
+    with pytest.raises(TypeError, match='Interactions'): fit_mf(np.zeros((3, 3)), progress=False)
+    nan = make_data(); nan.rating[5] = np.nan          # bypass the constructor's own check
+    with pytest.raises(ValueError, match='NaN'): fit_mf(nan, progress=False)
+    with pytest.raises(ValueError, match='NaN'): objective(*init_factors(40, 30, 2), nan, 0.1)
+    with pytest.raises(FloatingPointError, match='too large'):
+        fit_mf(data, k=3, method='gd', lr=10.0, max_iter=50, progress=False)
+
+
+def test_count_weighted_penalty(data):
+    "reg='count': gradients of the count-weighted objective, and all engines agree on it."
+    U, V = init_factors(data.n_users, data.n_items, 3, seed=8, scale=0.5)
+    g = gradients(U, V, data, 0.3, reg='count')
+    h = 1e-6; Uh = U.astype(np.float64).copy(); Uh[2, 1] += h
+    jp = objective(Uh, V, data, 0.3, reg='count'); Uh[2, 1] -= 2 * h; jm = objective(Uh, V, data, 0.3, reg='count')
+    assert (jp - jm) / (2 * h) == pytest.approx(g['U'][2, 1], rel=1e-5)
+    n_u = np.bincount(data.user, minlength=data.n_users)
+    assert objective(U, V, data, 1.0, reg='count') - objective(U, V, data, 0.0) == pytest.approx(
+        float(n_u @ (U.astype(np.float64) ** 2).sum(1) + np.bincount(data.item, minlength=data.n_items) @ (V.astype(np.float64) ** 2).sum(1)), rel=1e-9)
+    init = init_factors(data.n_users, data.n_items, 3, seed=9)
+    kw = dict(k=3, lam=0.05, reg='count', biased=True, init=init, max_iter=4, tol=0, progress=False)
+    ref = fit_mf(data, method='als', backend='numpy', **kw)
+    np.testing.assert_allclose(fit_mf(data, method='als', backend='numba', **kw).history.J, ref.history.J, rtol=1e-4)
+    a, b = fit_mf(data, method='adam', backend='torch', **kw), fit_mf(data, method='adam', backend='numba', **kw)
+    np.testing.assert_allclose(a.history.J, b.history.J, rtol=1e-5)
+    assert ref.config['reg'] == 'count' and ref.objective(data, 0.05) == pytest.approx(ref.history.J.iloc[-1], rel=1e-5)
