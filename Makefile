@@ -9,13 +9,14 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report test test-fast export clean bench help system-deps
+.PHONY: all install data report report-quick test export clean bench help system-deps
 
 all: report
 
 help:
 	@echo "make report   - install, prepare data, execute all notebooks, render HTML site + PDF (main job)"
 	@echo "make test     - install, check export sync, nbdev_test (slow cells skipped), pytest"
+	@echo "make report-quick - the same report with #| slow cells skipped (small data; labelled QUICK PREVIEW)"
 	@echo "make bench    - run the benchmarks in bench/"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 
@@ -41,6 +42,9 @@ export: install
 
 report: install system-deps data
 	$(BIN)/python tools/build_report.py
+
+report-quick: install system-deps
+	$(BIN)/python tools/build_report.py --quick
 
 test: install system-deps
 	$(BIN)/python tools/check_export.py

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'tools'))
+sys.path.insert(0, str(ROOT / 'tools' / 'report'))
 import browser_check  # noqa: E402
 import build_report  # noqa: E402
 
@@ -34,6 +35,10 @@ def _chapters(folder: Path) -> None:
     nb2 = nbformat.v4.new_notebook(cells=[
         md('# Beta chapter\n\n> A chapter with plain output and a second figure.'),
         code("print('beta ran')"),
+        code("class RatingData:  # stand-in with the data API's fields\n"
+             "    def __init__(self):\n        self.name, self.source, self.n_users, self.n_items = 'toy', 'generated', 3, 4\n"
+             "d = RatingData()"),
+        code('del d  # dropped later: the dataset still counts'),
         code("import plotly.express as px\npx.bar(x=['a', 'b'], y=[1, 2])"),
     ])
     nbformat.write(nb1, folder / '01_alpha.ipynb')
@@ -91,6 +96,9 @@ def test_site_pages_navigation_and_no_cdn(report):
     assert 'A small chapter with a figure and math.' in index  # one-line summary
     assert report['headline'] and report['headline'] in index  # headline result computed by the notebook
     assert 'CPU cores' in index  # machine
+    assert 'toy (generated Netflix-shaped data)' in index  # dataset detected in the kernel
+    assert 'toy (generated Netflix-shaped data, 3 users x 4 items)' in (site / '02_beta.html').read_text()
+    assert 'none detected' in index  # chapter 1 loads no dataset
     alpha = (site / '01_alpha.html').read_text()
     assert 'href="02_beta.html"' in alpha and 'href="index.html"' in alpha  # prev / next
     assert 'HIDDEN-CELL-SOURCE' not in alpha and '#| hide' not in alpha
@@ -154,3 +162,26 @@ def test_directives_and_math_helpers():
     nb.cells[1].outputs = [nbformat.v4.new_output('execute_result', {'text/plain': '0.5'}, execution_count=1)]
     meta = build_report.chapter_meta(nb, Path('07_x.ipynb'))
     assert (meta['title'], meta['summary'], meta['headline'], meta['number']) == ('T', 'S', '0.5', 7)
+
+
+def test_quarto_used_when_on_path(tmp_path, monkeypatch):
+    (tmp_path / 'nbs').mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[md('# Q')]), tmp_path / 'nbs' / '01_q.ipynb')
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'quarto').write_text('#!/bin/sh\nexit 0\n')
+    (fake / 'quarto').chmod(0o755)
+    monkeypatch.setenv('PATH', f"{fake}:{__import__('os').environ['PATH']}")
+    calls = []
+    monkeypatch.setattr(build_report, 'build_with_quarto', lambda *a: calls.append(a))
+    monkeypatch.setattr(build_report, 'execute_all', lambda *a, **k: pytest.fail('fallback used although quarto exists'))
+    args = ['--nbs', str(tmp_path / 'nbs'), '--site', str(tmp_path / 'site'), '--build', str(tmp_path / 'b'), '--no-check']
+    assert build_report.main(args) == 0 and len(calls) == 1
+    monkeypatch.setattr(build_report, 'execute_all', lambda *a, **k: (_ for _ in ()).throw(build_report.BuildError('fallback')))
+    assert build_report.main(args + ['--fallback']) == 1 and len(calls) == 1  # --fallback forces the standard tools
+
+
+def test_quick_mode_drops_slow_cells():
+    nb = nbformat.v4.new_notebook(cells=[code("SCALE = 'small'"), code("#| slow\nSCALE = 'full'"), md('#| slow is text')])
+    out = nbformat.reads(build_report.without_slow_cells(nbformat.writes(nb)), as_version=4)
+    assert [c.source for c in out.cells] == ["SCALE = 'small'", '#| slow is text']

@@ -47,27 +47,98 @@ from configparser import ConfigParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+REPORT_DIR = Path(__file__).resolve().parent / 'report'   # site.css, site.js, browser_check.py
+sys.path.insert(0, str(REPORT_DIR))
 MATHJAX_SRC = Path('/usr/share/javascript/mathjax')
 PDF_NAME = 'thu_big_data_ml_report.pdf'
 INFO_MARK = '# __report_info__ (added by tools/build_report.py, removed after execution)'
 PLOTLY_MIME = 'application/vnd.plotly.v1+json'
 WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 
+# Runs in the kernel before the chapter: note every dataset (`RatingData`) the chapter creates or loads, and after
+# every cell each one in the namespace, so a dataset counts even when the chapter drops or overwrites it. Nothing
+# is added to the chapter's namespace.
+WATCH_CELL = INFO_MARK + r'''
+def __report_install():
+    import sys, types
+    rep = types.ModuleType('__report__')
+    rep.seen = {}
+    def describe(v):
+        if type(v).__name__ != 'RatingData' or not hasattr(v, 'source'):
+            return None
+        def size(x):
+            try:
+                return len(x)
+            except Exception:
+                return None
+        return {'name': str(getattr(v, 'name', '?')), 'source': str(v.source), 'n_users': getattr(v, 'n_users', None),
+                'n_items': getattr(v, 'n_items', None), 'n_train': size(getattr(v, 'train', None)),
+                'n_test': size(getattr(v, 'test', None))}
+    def note(v):
+        d = describe(v)
+        if d:
+            rep.seen[(d['name'], d['source'])] = d
+    def watch(*_):
+        try:
+            for v in list(get_ipython().user_ns.values()):
+                note(v)
+                if isinstance(v, dict) and len(v) < 100:
+                    for w in list(v.values()):
+                        note(w)
+        except Exception:
+            pass
+    rep.note, rep.watch = note, watch
+    rep.live = []  # [weak reference, description]: kept up to date as the object's fields are set
+    sys.modules['__report__'] = rep
+    try:  # datasets that never reach the namespace (temporaries, inside functions, unpickled from caches)
+        import weakref
+        import thu_big_data_ml.data as data_module
+        cls = data_module.RatingData
+        def update(obj):  # keep only the latest description of each object (fields change after creation)
+            d = describe(obj)
+            if not d:
+                return
+            for rec in rep.live:
+                if rec[0]() is obj:
+                    rec[1] = d
+                    return
+            try:
+                rep.live.append([weakref.ref(obj), d])
+            except TypeError:
+                pass
+        def setattr_(self, k, v):
+            object.__setattr__(self, k, v)
+            if k in ('name', 'source', 'train', 'test'):
+                update(self)
+        def setstate(self, state):
+            state = state[0] if isinstance(state, tuple) else state
+            self.__dict__.update(state or {})
+            update(self)
+        if '__setattr__' not in cls.__dict__:
+            cls.__setattr__ = setattr_
+        if '__setstate__' not in cls.__dict__:
+            cls.__setstate__ = setstate
+    except Exception:
+        pass
+    get_ipython().events.register('post_run_cell', watch)
+__report_install()
+del __report_install
+'''
+
 # Runs in the kernel after the chapter: which datasets it used and where it ran.
 INFO_CELL = INFO_MARK + r'''
 def __report_info():
-    import json, os, platform, sys
-    found = {}
-    def visit(v, depth):
-        if type(v).__name__ == 'RatingData' and hasattr(v, 'source'):
-            found[(str(getattr(v, 'name', '?')), str(v.source))] = 1
-        elif depth < 2 and isinstance(v, (list, tuple, dict)):
-            vals = list(v.values()) if isinstance(v, dict) else list(v)
-            for w in vals[:100]:
-                visit(w, depth + 1)
-    for k, v in list(globals().items()):
-        if not k.startswith('_'):
-            visit(v, 0)
+    import gc, json, sys
+    rep = sys.modules.get('__report__')
+    if rep is not None:
+        for v in gc.get_objects():  # live datasets outside the namespace too
+            try:
+                rep.note(v)
+            except Exception:
+                pass
+    found = dict(rep.seen) if rep is not None else {}
+    for _, d in (rep.live if rep is not None else []):
+        found.setdefault((d['name'], d['source']), d)
     machine = None
     try:
         from thu_big_data_ml.core import machine_info
@@ -75,7 +146,7 @@ def __report_info():
     except Exception:
         pass
     scale = globals().get('SCALE')
-    print(json.dumps({'datasets': [{'name': n, 'source': s} for n, s in sorted(found)],
+    print(json.dumps({'datasets': [found[k] for k in sorted(found)],
                       'machine': machine, 'scale': scale if isinstance(scale, str) else None}, default=str))
 __report_info()
 del __report_info
@@ -178,6 +249,7 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.reads(nb_json, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(WATCH_CELL))  # cell indices below are shifted back by one
     nb.cells.append(nbformat.v4.new_code_cell(INFO_CELL))
     current = {'index': None, 't0': time.monotonic()}
     slow: list[str] = []
@@ -187,8 +259,8 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
 
     def on_cell_executed(cell, cell_index, **_):  # noqa: ARG001
         took = time.monotonic() - current['t0']
-        if took > 20 and cell_index < len(nb.cells) - 1:
-            line = f'      cell {cell_index} took {took:.1f} s: {_first_line(cell.source)}'
+        if took > 20 and 0 < cell_index < len(nb.cells) - 1:
+            line = f'      cell {cell_index - 1} took {took:.1f} s: {_first_line(cell.source)}'
             slow.append(line)
             log(line)
 
@@ -196,18 +268,28 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
                             resources={'metadata': {'path': cwd}}, on_cell_execute=on_cell_execute,
                             on_cell_executed=on_cell_executed)
     t0 = time.monotonic()
+    logs = Path(failed_dir or cwd) / 'logs'
+    logs.mkdir(parents=True, exist_ok=True)
+    kernel_log = logs / f'{nb_name}.kernel-stderr.txt'  # the kernel process's own stderr (not cell output)
     try:
-        client.execute()
+        with open(kernel_log, 'w') as err:
+            client.execute(stderr=err)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
         i = current['index']
         cell = nb.cells[i] if i is not None and i < len(nb.cells) else None
         err = next((o for o in (cell.outputs if cell is not None else []) if o.get('output_type') == 'error'), None)
         what = f"{err['ename']}: {err['evalue']}" if err else f'{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}'
+        nb.cells.pop(0)
+        if nb.cells and nb.cells[-1].source.startswith(INFO_MARK):
+            nb.cells.pop()
+        i = None if i is None else i - 1
         where = f'cell {i} (first line: {_first_line(cell.source)!r})' if cell is not None else 'unknown cell'
         raise BuildError(f'{nb_name}: {where} failed: {what}\n  (executed notebook with the traceback: '
-                         f'{_save_failed(nb, Path(failed_dir or cwd) / "failed", nb_name)})') from None
+                         f'{_save_failed(nb, Path(failed_dir or cwd) / "failed", nb_name)}; kernel log: {kernel_log})'
+                         ) from None
     seconds = time.monotonic() - t0
     info_cell = nb.cells.pop()
+    nb.cells.pop(0)
     info = {}
     for o in info_cell.get('outputs', []):
         if o.get('output_type') == 'stream' and o.get('name') == 'stdout':
@@ -234,7 +316,16 @@ def _first_line(src: str) -> str:
     return (lines[0][:70] if lines else '').strip()
 
 
-def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, timeout: int) -> list[dict]:
+def without_slow_cells(nb_text: str) -> str:
+    """The notebook without its `#| slow` cells (test mode, as nbdev_test runs it)."""
+    import nbformat
+    nb = nbformat.reads(nb_text, as_version=4)
+    nb.cells = [c for c in nb.cells if not (c.cell_type == 'code' and 'slow' in cell_directives(c.source))]
+    return nbformat.writes(nb)
+
+
+def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, timeout: int,
+                skip_slow: bool = False) -> list[dict]:
     """Execute the notebooks in order (cached); return one record per chapter."""
     from joblib import Memory
     mem = Memory(location=str(build / 'cache'), verbose=0)
@@ -247,7 +338,10 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
     records, total = [], time.monotonic()
     for k, path in enumerate(notebooks, 1):
         src = path.read_text(encoding='utf-8')
-        args = (src, path.name, str(path.parent.resolve()), fingerprint(root, src), timeout, str(build))
+        if skip_slow:
+            src = without_slow_cells(src)
+        deps = fingerprint(root, src) + hashlib.sha256((WATCH_CELL + INFO_CELL).encode()).hexdigest()[:8]
+        args = (src, path.name, str(path.parent.resolve()), deps, timeout, str(build))
         hit = cached_execute.check_call_in_cache(*args) and not force
         t0 = time.monotonic()
         if not hit:
@@ -354,12 +448,21 @@ def describe_machine(info: dict, fallback: str) -> str:
     return str(m) if m else fallback
 
 
-def describe_datasets(info: dict) -> str:
+def describe_datasets(info: dict, detail: bool = True) -> str:
+    """Which datasets a chapter used (as detected in its kernel), with sizes when `detail`."""
     ds = info.get('datasets') or []
     if not ds:
-        return 'none recorded'
-    label = {'course': 'real course files', 'generated': 'generated Netflix-shaped data', 'movielens': 'MovieLens'}
-    return '; '.join(f"{d['name']} ({label.get(d['source'], d['source'])})" for d in ds)
+        return 'none detected'
+    label = {'course': 'real course files', 'generated': 'generated Netflix-shaped data', 'movielens': 'real MovieLens'}
+    out = []
+    for d in ds:
+        size = ''
+        if detail and d.get('n_users') and d.get('n_items'):
+            size = f", {d['n_users']:,} users x {d['n_items']:,} items"
+            if d.get('n_train'):
+                size += f", {d['n_train']:,} train" + (f" / {d['n_test']:,} test" if d.get('n_test') else '') + ' ratings'
+        out.append(f"{d['name']} ({label.get(d['source'], d['source'])}{size})")
+    return '; '.join(out)
 
 
 # ----------------------------------------------------------------------------- HTML site
@@ -385,6 +488,21 @@ def _ansi(text: str) -> str:
     return ansi2html(text)
 
 
+def _drop_noise(text: str) -> str:
+    """stderr without tqdm's 'IProgress not found' warning (widgets are not used in the report)."""
+    lines = text.splitlines(keepends=True)
+    out, skip = [], False
+    for ln in lines:
+        if 'TqdmWarning: IProgress not found' in ln:
+            skip = True
+            continue
+        if skip and ln.startswith(' ') and 'autonotebook' in ln:
+            continue
+        skip = False
+        out.append(ln)
+    return ''.join(out)
+
+
 def _is_progress(text: str) -> bool:
     return '\r' in text or bool(re.search(r'\d+%\|', text))
 
@@ -402,8 +520,10 @@ def render_output_html(o, figs: FigureCounter, stem: str) -> str:
     t = o.get('output_type')
     if t == 'stream':
         text = _text(o.get('text'))
-        if o.get('name') == 'stderr' and (_is_progress(text) or not text.strip()):
-            return ''
+        if o.get('name') == 'stderr':
+            text = _drop_noise(text)
+            if _is_progress(text) or not text.strip():
+                return ''
         cls = 'stderr' if o.get('name') == 'stderr' else 'stdout'
         return f'<pre class="output {cls}">{_ansi(text)}</pre>'
     if t == 'error':
@@ -460,81 +580,6 @@ def render_chapter_body(nb, stem: str) -> tuple[str, int]:
     return '\n'.join(parts), figs.n
 
 
-SITE_CSS = r"""
-:root { --fg:#1f2328; --muted:#59636e; --accent:#0b5cad; --bg-code:#f6f8fa; --border:#d1d9e0; }
-* { box-sizing: border-box; }
-body { margin:0; font: 16px/1.55 -apple-system, "Segoe UI", "DejaVu Sans", Helvetica, Arial, sans-serif; color:var(--fg); }
-a { color: var(--accent); }
-header.top { position: sticky; top:0; z-index: 10; background:#fff; border-bottom:1px solid var(--border);
-  display:flex; align-items:center; gap:1rem; padding:.5rem 1rem; }
-header.top .brand { font-weight:600; text-decoration:none; color:var(--fg); }
-header.top .spacer { flex:1; }
-header.top button, header.top a.pdf { font: inherit; font-size:.85rem; padding:.25rem .6rem; border:1px solid var(--border);
-  border-radius:6px; background:#fff; cursor:pointer; color:var(--fg); text-decoration:none; }
-.layout { display:flex; max-width: 1400px; margin: 0 auto; }
-nav.toc { width: 270px; flex: none; padding: 1rem; border-right:1px solid var(--border); font-size:.9rem;
-  position: sticky; top: 3rem; align-self:flex-start; max-height: calc(100vh - 3rem); overflow:auto; }
-nav.toc ol { padding-left: 1.4rem; margin: .3rem 0; }
-nav.toc li { margin: .25rem 0; }
-nav.toc a.current { font-weight: 700; color: var(--fg); }
-main { flex:1; min-width:0; padding: 1rem 2rem 3rem; max-width: 1050px; }
-h1 { font-size: 1.9rem; margin-top: .5rem; } h2 { border-bottom: 1px solid var(--border); padding-bottom:.2rem; }
-a.anchor-link { display:none; }
-blockquote { color: var(--muted); border-left: 4px solid var(--border); margin: 0; padding: 0 1rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; display:block; overflow-x:auto; max-width:100%; }
-th, td { border: 1px solid var(--border); padding: .3rem .6rem; text-align: right; vertical-align: top; }
-th { background: #f0f3f6; } table.chapters th { text-align: left; } tr:nth-child(even) td { background: #fafbfc; }
-td:first-child, th:first-child { text-align: left; }
-table.chapters td { text-align: left; }
-.cell { margin: .8rem 0; }
-details.code > summary { cursor: pointer; color: var(--muted); font-size: .8rem; user-select:none; }
-pre { background: var(--bg-code); padding: .6rem .8rem; border-radius: 6px; overflow-x: auto; font-size: .82rem; line-height:1.4; }
-pre.output { background: #fff; border: 1px solid #eceff2; max-height: 32rem; }
-pre.stderr { color: #8a5a00; background: #fffbf0; }
-pre.error { color: #a00; background: #fff0f0; }
-img.output { max-width: 100%; }
-.plotly-figure { width: 100%; min-height: 420px; }
-.meta { color: var(--muted); font-size: .85rem; border-top:1px solid var(--border); margin-top: 2rem; padding-top: .6rem; }
-.pager { display:flex; justify-content: space-between; margin-top: 2rem; gap: 1rem; }
-.warn { color:#8a5a00; }
-.highlight .k, .highlight .kn, .highlight .kd, .highlight .ow { color:#cf222e; } .highlight .s, .highlight .s1, .highlight .s2, .highlight .sd { color:#0a3069; }
-.highlight .c1, .highlight .c, .highlight .cm { color:#6e7781; font-style: italic; } .highlight .mi, .highlight .mf { color:#0550ae; }
-.highlight .nf, .highlight .nc { color:#8250df; } .highlight .o { color:#cf222e; } .highlight .nb, .highlight .bp { color:#953800; }
-@media (max-width: 900px) { nav.toc { display:none; } main { padding: 1rem; } }
-@media print { header.top, nav.toc, .pager { display:none; } details.code { display:none; } }
-"""
-
-SITE_JS = r"""
-(function () {
-  window.__reportErrors = [];
-  window.addEventListener('error', function (e) { window.__reportErrors.push(String(e.message)); });
-  function setCode(open) {
-    document.querySelectorAll('details.code').forEach(function (d) { d.open = open; });
-    var b = document.getElementById('toggle-code'); if (b) b.textContent = open ? 'Hide code' : 'Show code';
-    try { localStorage.setItem('report-code-open', open ? '1' : '0'); } catch (e) {}
-  }
-  function drawFigures() {
-    var specs = document.querySelectorAll('script.plotly-data');
-    if (!specs.length) return;
-    if (!window.Plotly) { window.__reportErrors.push('plotly.js did not load'); return; }
-    specs.forEach(function (s) {
-      var el = document.getElementById(s.dataset.target);
-      try {
-        var spec = JSON.parse(s.textContent);
-        Plotly.newPlot(el, spec.data || [], spec.layout || {}, Object.assign({responsive: true, displaylogo: false}, spec.config || {}));
-      } catch (e) { window.__reportErrors.push('plotly: ' + e); }
-    });
-  }
-  document.addEventListener('DOMContentLoaded', function () {
-    var b = document.getElementById('toggle-code');
-    var open = false; try { open = localStorage.getItem('report-code-open') === '1'; } catch (e) {}
-    setCode(open);
-    if (b) b.addEventListener('click', function () { setCode(b.textContent === 'Show code'); });
-    drawFigures();
-  });
-})();
-"""
-
 MATHJAX_CONFIG = r"""<script type="text/x-mathjax-config">
 MathJax.Hub.Config({ tex2jax: { inlineMath: [['$','$'], ['\\(','\\)']], displayMath: [['$$','$$'], ['\\[','\\]']],
   processEscapes: true, processEnvironments: true },
@@ -567,7 +612,7 @@ def nav_html(chapters: list[dict], current: str | None) -> str:
     items = ''.join(f'<li><a href="{c["stem"]}.html"{" class=current" if c["stem"] == current else ""}>'
                     f'{html.escape(c["title"])}</a></li>' for c in chapters)
     home = ' class=current' if current is None else ''
-    return f'<nav class="toc"><a href="index.html"{home}>Overview</a><ol start="{chapters[0]["number"] if chapters else 1}">{items}</ol></nav>'
+    return f'<nav class="toc"><a href="index.html"{home}>Overview</a><ol>{items}</ol></nav>'
 
 
 def copy_assets(site: Path, need_math: bool) -> dict:
@@ -575,8 +620,8 @@ def copy_assets(site: Path, need_math: bool) -> dict:
     import plotly
     a = site / 'assets'
     a.mkdir(parents=True, exist_ok=True)
-    (a / 'site.css').write_text(SITE_CSS, encoding='utf-8')
-    (a / 'site.js').write_text(SITE_JS, encoding='utf-8')
+    for name in ('site.css', 'site.js'):
+        shutil.copyfile(REPORT_DIR / name, a / name)
     pj = Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js'
     if not (a / 'plotly.min.js').exists() or (a / 'plotly.min.js').stat().st_size != pj.stat().st_size:
         shutil.copyfile(pj, a / 'plotly.min.js')
@@ -608,10 +653,9 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
     for r in records:
         nb = nbformat.read(r['executed'], as_version=4)
         meta = chapter_meta(nb, r['path'])
-        meta.update(info=r['info'], nb=nb)
+        meta.update(info=r['info'], nb=nb, order=len(chapters) + 1)  # = the PDF's section number
         chapters.append(meta)
-    any_math = any(_has_math(c.source) for ch in chapters for c in ch['nb'].cells if c.cell_type == 'markdown') or True
-    assets = copy_assets(site, any_math)
+    assets = copy_assets(site, need_math=True)
     site_title = settings.get('report_title') or 'Low-rank recommender methods'
     pages = []
     for i, ch in enumerate(chapters):
@@ -631,10 +675,10 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
     # index
     abstract = settings.get('description', '')
     rows = ''.join(
-        f'<tr><td>{c["number"]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a>'
-        f'<br><span class="muted">{html.escape(c["summary"])}</span></td>'
+        f'<tr><td>{c["order"]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a>'
+        f'<br><span class="muted">{_inline_md(c["summary"])}</span></td>'
         f'<td data-has-math>{md2html(c["headline"]) if c["headline"] else "&mdash;"}</td>'
-        f'<td>{html.escape(describe_datasets(c["info"]))}</td><td>{c["info"].get("seconds", 0):.0f} s</td></tr>'
+        f'<td>{html.escape(describe_datasets(c["info"], detail=False))}</td><td>{c["info"].get("seconds", 0):.0f} s</td></tr>'
         for c in chapters)
     total = sum(c['info'].get('seconds', 0) for c in chapters)
     index_intro = _index_intro(records)
@@ -653,6 +697,12 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
         ch.pop('nb')
     log(f'HTML site: {site / "index.html"} ({len(pages)} chapter pages)')
     return chapters
+
+
+def _inline_md(src: str) -> str:
+    """Markdown of one line as inline HTML (no surrounding paragraph)."""
+    h = md2html(src).strip()
+    return h[3:-4] if h.startswith('<p>') and h.endswith('</p>') else h
 
 
 def _index_intro(records: list[dict]) -> str:
@@ -711,8 +761,16 @@ def typst_friendly_math(md: str) -> str:
     return _MATH.sub(lambda m: m.group(0).replace('\\|', '\\Vert '), md)
 
 
-def chapter_markdown(nb, ch: dict, media: Path, fig_jobs: list, pandoc: str) -> str:
-    """One chapter as pandoc Markdown; plotly figures are queued in `fig_jobs` as (spec, png path)."""
+def is_export_cell(cell) -> bool:
+    return any(k in cell_directives(cell.source) for k in ('export', 'exports', 'exporti'))
+
+
+def chapter_markdown(nb, ch: dict, media: Path, fig_jobs: list, pandoc: str, pdf_code: str = 'analysis') -> str:
+    """One chapter as pandoc Markdown; plotly figures are queued in `fig_jobs` as (spec, png path).
+
+    `pdf_code`: 'all' code cells, 'analysis' (default: all but the exported library code, which the HTML
+    site and the package show), or 'none'.
+    """
     out, seen_title, nimg = [], False, 0
     for cell in nb.cells:
         if cell.cell_type == 'markdown':
@@ -728,7 +786,7 @@ def chapter_markdown(nb, ch: dict, media: Path, fig_jobs: list, pandoc: str) -> 
             continue
         show_code, show_out = cell_visibility(cell)
         code = strip_directives(cell.source)
-        if show_code and code:
+        if show_code and code and (pdf_code == 'all' or (pdf_code == 'analysis' and not is_export_cell(cell))):
             out.append(_fence(code, 60).replace('```\n', '```python\n', 1) if not code.startswith('`') else _fence(code, 60))
         if not show_out:
             continue
@@ -792,11 +850,7 @@ def export_figures(jobs: list, have_chromium: bool) -> int:
             'Install: sudo apt-get install -y chromium')
         return 0
     import plotly.io as pio
-    figs, paths = [], []
-    for spec, png in todo:
-        lay = spec.get('layout', {})
-        figs.append(spec)
-        paths.append(str(png))
+    figs, paths = [spec for spec, _ in todo], [str(png) for _, png in todo]
     t0 = time.monotonic()
     widths = [int(s.get('layout', {}).get('width') or 900) for s, _ in todo]
     heights = [int(s.get('layout', {}).get('height') or 500) for s, _ in todo]
@@ -831,7 +885,7 @@ TYPST_HEADER = r"""
 
 
 def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: Path, settings: dict, machine: str,
-              have_chromium: bool) -> Path:
+              have_chromium: bool, pdf_code: str = 'analysis') -> Path:
     import nbformat
     pandoc = pandoc_path()
     work = build / 'pdf'
@@ -841,7 +895,7 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
     parts, jobs = [], []
     for r, ch in zip(records, chapters):
         nb = nbformat.read(r['executed'], as_version=4)
-        parts.append(chapter_markdown(nb, ch, media, jobs, pandoc))
+        parts.append(chapter_markdown(nb, ch, media, jobs, pandoc, pdf_code))
     export_figures(jobs, have_chromium)
     for f in media.iterdir():  # typst only reads files below its root
         dst = work / f.name
@@ -849,10 +903,12 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
             shutil.copyfile(f, dst)
     title = settings.get('report_title') or 'Low-rank recommender methods'
     when = dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d')
-    prov_rows = '\n'.join(f'| {c["number"]} | {c["title"]} | {describe_datasets(c["info"])} | {c["info"].get("seconds", 0):.0f} s |'
+    prov_rows = '\n'.join(f'| {c["order"]} | {c["title"]} | {describe_datasets(c["info"], detail=False)} | {c["info"].get("seconds", 0):.0f} s |'
                           for c in chapters)
+    code_note = (' Library code (cells exported to the package) is omitted here; the HTML site shows it.'
+                 if pdf_code == 'analysis' else '')
     front = (f'**Provenance.** Every figure and number in this report comes from executing the notebooks on {when} '
-             f'on: {machine}.\n\n| # | Chapter | Data | Run time |\n|---|---|---|---|\n{prov_rows}\n\n'
+             f'on: {machine}.{code_note}\n\n| # | Chapter | Data | Run time |\n|---|---|---|---|\n{prov_rows}\n\n'
              '```{=typst}\n#pagebreak()\n```\n')
     body_md = '```{=typst}\n#pagebreak(weak: true)\n```\n\n' + '\n\n'.join(parts)
     md_path = work / 'report.md'
@@ -908,7 +964,6 @@ def build_with_quarto(root: Path, nbs: Path, site: Path) -> None:
 # ----------------------------------------------------------------------------- browser check
 
 def browser_check(site: Path, chapters: list[dict], strict: bool) -> bool:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from browser_check import INSTALL_HINT, check_pages, find_chromium
     if not find_chromium():
         log(f'browser check skipped: Chromium not found. Install: {INSTALL_HINT}')
@@ -944,6 +999,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-check', action='store_true', help='skip the headless-browser check')
     ap.add_argument('--fallback', action='store_true', help='use the standard-tools build even when quarto exists')
     ap.add_argument('--timeout', type=int, default=1800, help='seconds allowed per cell')
+    ap.add_argument('--quick', action='store_true',
+                    help='preview: skip `#| slow` cells (test mode, small data); the report says so')
+    ap.add_argument('--pdf-code', choices=['all', 'analysis', 'none'], default='analysis',
+                    help='code in the PDF: all cells, all but exported library code (default), or none')
     a = ap.parse_args(argv)
     nbs, site, build = Path(a.nbs).resolve(), Path(a.site).resolve(), Path(a.build).resolve()
     t_all = time.monotonic()
@@ -960,14 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
             '(nbclient, own HTML renderer, pandoc -> typst, kaleido)')
         settings = read_settings(ROOT)
         machine = machine_description()
-        records = execute_all(notebooks, build, ROOT, a.force, a.timeout)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        records = execute_all(notebooks, build, ROOT, a.force, a.timeout, skip_slow=a.quick)
+        if a.quick:
+            machine += ' [QUICK PREVIEW: `#| slow` cells skipped, small data; run without --quick for the report]'
         from browser_check import find_chromium
         have_chromium = find_chromium() is not None
         pdf_rel = None if a.no_pdf else PDF_NAME
         chapters = build_site(records, site, settings, machine, pdf_rel, 'the standard-tools fallback (no Quarto)')
         if not a.no_pdf:
-            build_pdf(records, chapters, build, site / PDF_NAME, settings, machine, have_chromium)
+            build_pdf(records, chapters, build, site / PDF_NAME, settings, machine, have_chromium, a.pdf_code)
         (build / 'chapters.json').write_text(json.dumps(
             [{k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()} for c in chapters], indent=1), encoding='utf-8')
         ok = True if a.no_check else browser_check(site, chapters, strict=False)

@@ -4,7 +4,7 @@ A tiny Chrome DevTools Protocol client over `--remote-debugging-pipe` (standard 
 For each page it records every network request, waits until the page is loaded, plotly has drawn
 and MathJax has typeset, then saves a full-page screenshot and returns what it found:
 
-    python tools/browser_check.py _site/index.html _site/02_cosine_cf.html --out _site/_checks
+    python tools/report/browser_check.py _site/index.html _site/02_cosine_cf.html --out _site/_checks
 
 Exit status 1 when a page fails its checks (a failed or non-local request, a JavaScript error,
 an expected plot or formula that did not render).
