@@ -1,6 +1,6 @@
 """Cosine CF at the course size: time and peak memory of similarity + all test predictions, side by side.
 
-Each approach runs in a fresh subprocess on the same arrays (peak memory = the child's own ru_maxrss, which
+Each approach runs in a fresh subprocess on the same arrays (peak memory = the child's own VmHWM high-water RSS, which
 includes the input arrays that every child loads the same way):
   coursework - the earlier coursework's way: sklearn cosine_similarity on the sparse float64 matrix (dense
                float64 result), then dense (S @ X) / (S @ (X != 0)) in float64, read at the test pairs.
@@ -29,7 +29,8 @@ import numpy as np
 z = np.load(INPUT)
 u, i, r, tu, ti = z['u'], z['i'], z['r'], z['tu'], z['ti']
 nu, ni = int(z['shape'][0]), int(z['shape'][1])
-def rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mb():  # VmHWM: this process's own high-water RSS (ru_maxrss would inherit the parent's across fork/exec)
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024
 def fallback(pred):
     "user mean -> movie mean -> global mean where pred is NaN"
     pred = pred.astype(np.float64)

@@ -1,0 +1,159 @@
+"""thu_big_data_ml.compare: the time-aware model beats plain biased MF on generated data with a time effect, and the
+measuring / bucketing / interpretability helpers against plain references on small data."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from thu_big_data_ml import compare as C
+from thu_big_data_ml.data import Interactions, NetflixShape, generate_netflix_like, load_truth, read_course_files, holdout_split
+from thu_big_data_ml.mf import fit_mf
+
+
+@pytest.fixture(scope='module')
+def timed(tmp_path_factory):
+    "Small Netflix-shaped data whose generator has a strong time effect (item and user drift)."
+    folder = tmp_path_factory.mktemp('gen_time')
+    generate_netflix_like(folder, NetflixShape().small(time_effect=0.6, n_ratings=60_000, seed=3), overwrite=True, progress=False)
+    d = read_course_files(folder, cache=False)
+    d.truth = load_truth(folder, d)
+    return d
+
+
+def test_time_aware_model_beats_biased_mf_on_data_with_a_time_effect(timed):
+    k, lam = 10, 5.0
+    base = fit_mf(timed.train, k=k, lam=lam, method='als', biased=True, max_iter=12, progress=False)
+    tm = C.fit_time_mf(timed.train, k=k, lam=lam, n_bins=10, n_rounds=6, als_sweeps=2, progress=False)
+    r_base = C.rmse(np.clip(base.predict(timed.test.user, timed.test.item), 1, 5), timed.test.rating)
+    r_time = tm.rmse(timed.test)
+    assert r_time < r_base - 0.005, (r_base, r_time)
+    # started from the converged biased MF (as in the chapter), the time terms also give the gain
+    warm = C.fit_time_mf(timed.train, k=k, lam=lam, n_bins=10, init=base, n_rounds=2, als_sweeps=1, progress=False)
+    assert warm.rmse(timed.test) < r_base - 0.005, (r_base, warm.rmse(timed.test))
+    with pytest.raises(ValueError, match='init'): C.fit_time_mf(timed.train, k=k + 1, init=base, progress=False)
+    # the learned item-bin biases follow the generator's item drift (positive drift -> rising bias)
+    slope = tm.bbin[:, -1] - tm.bbin[:, 0]
+    assert np.corrcoef(slope, timed.truth['item_drift'])[0, 1] > 0.3
+
+
+def test_time_model_without_time_terms_is_biased_mf():
+    "With every time term off, the objective is biased MF's: both fits reach the same training loss."
+    rng = np.random.default_rng(0)
+    n_u, n_i, n = 40, 30, 700
+    u, i = rng.integers(0, n_u, n), rng.integers(0, n_i, n)
+    key = np.unique(u * n_i + i); u, i = key // n_i, key % n_i
+    tr = Interactions(u, i, rng.integers(1, 6, len(u)), None, n_u, n_i)
+    lam = 2.0
+    tm = C.fit_time_mf(tr, k=3, lam=lam, item_bins=False, user_drift=False, n_rounds=60, als_sweeps=2, progress=False)
+    mf = fit_mf(tr, k=3, lam=lam, method='als', biased=True, max_iter=200, tol=1e-12, progress=False)
+    def J(p, bu, bi, U, V):  # sum e^2 + 2 lam (|b|^2 + |U|^2 + |V|^2), the time model's scaling (= 2 x fit_mf's J)
+        return ((tr.rating - p) ** 2).sum() + 2 * lam * ((bu ** 2).sum() + (bi ** 2).sum() + (U ** 2).sum() + (V ** 2).sum())
+    j_t = J(tm.predict(u, i).astype(np.float64), tm.bu, tm.bi, tm.U, tm.V)
+    j_m = J(mf.predict(u, i).astype(np.float64), mf.bu, mf.bi, mf.U, mf.V)
+    assert j_t == pytest.approx(j_m, rel=0.02)
+    # components add up to the prediction; days switch the (zero) time terms without changing it
+    comp = tm.components(u[:5], i[:5])
+    np.testing.assert_allclose(sum(comp.values()), tm.predict(u[:5], i[:5]), rtol=1e-5)
+
+
+def test_fit_time_mf_bad_input():
+    tr = Interactions([0, 1], [0, 1], [3, 4], None, 2, 2)
+    with pytest.raises(ValueError, match='days'): C.fit_time_mf(tr, k=1)
+    with pytest.raises(ValueError, match='k'): C.fit_time_mf(tr, k=-1, item_bins=False, user_drift=False)
+    with pytest.raises(ValueError, match='lam'): C.fit_time_mf(tr, k=1, lam=-1, item_bins=False, user_drift=False)
+    with pytest.raises(TypeError): C.fit_time_mf(np.zeros(3))
+    m = C.fit_time_mf(tr, k=0, item_bins=False, user_drift=False, n_rounds=2, progress=False)
+    with pytest.raises(ValueError): m.predict(np.array([5]), np.array([0]))
+
+
+def test_year_bias_and_title_transfer():
+    "Items sharing a title word and a release year with well-rated items inherit their bias when unseen."
+    rng = np.random.default_rng(1)
+    n_u, n_i = 60, 8
+    titles = ['Star Quest', 'Star Quest II', 'Star Quest III', 'Quiet Garden', 'Quiet Garden Returns',
+              'Star Quest IV', 'Quiet Garden 3', 'Nothing Shared']
+    years = [1990, 1991, 1992, 2000, 2001, 1993, 2002, None]
+    good = np.array([1, 1, 1, 0, 0, 1, 0, 0])           # 'Star Quest' films are loved, 'Quiet Garden' ones are not
+    cold = np.array([5, 6])                              # never rated in training
+    u, i = np.meshgrid(np.arange(n_u), np.setdiff1d(np.arange(n_i), cold)); u, i = u.ravel(), i.ravel()
+    r = np.clip(np.round(np.where(good[i], 4.5, 1.5) + rng.normal(0, 0.5, len(u))), 1, 5)
+    tr = Interactions(u, i, r, None, n_u, n_i)
+    m = C.fit_time_mf(tr, k=0, item_bins=False, user_drift=False, titles=titles, n_rounds=4, progress=False)
+    assert m.bi[5] > 0.5 and m.bi[6] < -0.5              # inherited from the title neighbours
+    plain = C.fit_time_mf(tr, k=0, item_bins=False, user_drift=False, n_rounds=4, progress=False)
+    assert plain.bi[5] == 0 and plain.bi[6] == 0
+    my = C.fit_time_mf(tr, k=0, item_bins=False, user_drift=False, years=years, n_rounds=4, progress=False)
+    assert my.byear[my.year_index[1]] > 0 and my.year_index[7] == -1
+    S = C.title_similarity(titles)
+    assert S[0, 1] > 0 and S[0, 3] == 0 and S[7].nnz == 0 and S.diagonal().sum() == 0
+    assert C.title_tokens('The Lost Island (1999)') == ['lost', 'island']
+
+
+def test_rmse_by_bucket_matches_a_loop():
+    rng = np.random.default_rng(2)
+    tr = Interactions(rng.integers(0, 20, 300), rng.integers(0, 15, 300), rng.integers(1, 6, 300), None, 20, 15)
+    te = Interactions(rng.integers(0, 20, 100), rng.integers(0, 15, 100), rng.integers(1, 6, 100), None, 20, 15)
+    p = rng.normal(3, 1, 100)
+    edges = (0, 1, 10, 20, np.inf)
+    tab = C.rmse_by_bucket({'a': p}, te, tr, 'user', edges)
+    cnt = np.bincount(tr.user, minlength=20)[te.user]
+    for (lo, hi), lab in zip(zip(edges[:-1], edges[1:]), tab.index):
+        m = (cnt >= lo) & (cnt < hi)
+        assert tab.loc[lab, 'test_ratings'] == m.sum()
+        if m.any(): assert tab.loc[lab, 'a'] == pytest.approx(np.sqrt(np.mean((p[m] - te.rating[m]) ** 2)))
+    assert tab['test_ratings'].sum() == 100
+    with pytest.raises(ValueError): C.rmse_by_bucket({'a': p[:5]}, te, tr)
+    with pytest.raises(ValueError): C.rmse_by_bucket({'a': p}, te, tr, by='movie')
+
+
+def test_nested_subsets_and_slopes():
+    rng = np.random.default_rng(3)
+    tr = Interactions(rng.integers(0, 50, 1000), rng.integers(0, 10, 1000), rng.integers(1, 6, 1000), None, 50, 10)
+    te = Interactions(rng.integers(0, 50, 200), rng.integers(0, 10, 200), rng.integers(1, 6, 200), None, 50, 10)
+    subs = C.nested_user_subsets(tr, te, (0.2, 0.5, 1.0), seed=0)
+    assert [s[1].n_users for s in subs] == [10, 25, 50]
+    assert len(subs[-1][1]) == len(tr) and len(subs[-1][2]) == len(te)
+    # nested: the ratings of a smaller subset are among those of the larger one (same user mapping)
+    key = lambda d: set(zip(d.user.tolist(), d.item.tolist(), d.rating.tolist()))
+    assert key(subs[0][1]) <= key(subs[1][1]) <= key(subs[2][1])
+    x = np.array([1e3, 1e4, 1e5]); b, a = C.loglog_slope(x, 3 * x ** 2)
+    assert b == pytest.approx(2) and np.exp(a) == pytest.approx(3)
+    with pytest.raises(ValueError): C.loglog_slope([1], [1])
+    with pytest.raises(ValueError): C.nested_user_subsets(tr, te, (0, 1))
+
+
+def test_scaling_study_runs_and_measures():
+    rng = np.random.default_rng(4)
+    tr = Interactions(rng.integers(0, 40, 800), rng.integers(0, 20, 800), rng.integers(1, 6, 800), None, 40, 20)
+    te = Interactions(rng.integers(0, 40, 100), rng.integers(0, 20, 100), rng.integers(1, 6, 100), None, 40, 20)
+    class Mean:
+        def __init__(self, t): self.m = float(np.mean(t.rating))
+        def predict(self, u, i): return np.full(len(u), self.m)
+    df, preds = C.scaling_study(tr, te, {'mean': Mean}, fractions=(0.5, 1.0), progress=False, return_predictions=True)
+    assert list(df.fraction) == [0.5, 1.0] and (df.fit_s >= 0).all() and (df.fit_peak_mb >= 0).all()
+    assert preds['mean'].shape == (100,)
+    assert df.rmse.iloc[-1] == pytest.approx(np.sqrt(np.mean((np.mean(tr.rating) - te.rating) ** 2)))
+    with C.PeakMemory() as pm: big = np.ones(20_000_000)       # 160 MB
+    assert pm.peak_bytes > 100 * 2**20 and pm.seconds > 0
+    del big
+
+
+def test_nearest_items_and_latent_extremes():
+    V = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0], [0.5, 0.5]], float)
+    titles = pd.DataFrame({'title': list('abcde'), 'year': [1, 2, 3, 4, 5]})
+    nn = C.nearest_items(V, 0, titles, top=2)
+    assert list(nn.item) == [1, 4] and list(nn.title) == ['b', 'e']
+    nn = C.nearest_items(V, 0, titles, top=2, counts=np.array([9, 0, 9, 9, 9]), min_count=1)
+    assert 1 not in set(nn.item)
+    ex = C.latent_extremes(V, 0, titles, top=2)
+    assert list(ex['top']) == ['a', 'b'] and list(ex['bottom']) == ['d', 'c']
+    with pytest.raises(ValueError): C.latent_extremes(V, 5)
+    with pytest.raises(ValueError): C.nearest_items(V, 9)
+
+
+def test_cold_split():
+    rng = np.random.default_rng(5)
+    tr = Interactions(rng.integers(0, 100, 2000), rng.integers(0, 50, 2000), rng.integers(1, 6, 2000), None, 100, 50)
+    keep, cu, ci = C.cold_split(tr, 0.1, 0.1, seed=0)
+    assert len(cu) == 10 and len(ci) == 5
+    assert not np.isin(tr.user[keep], cu).any() and not np.isin(tr.item[keep], ci).any()
+    assert len(keep) == (~(np.isin(tr.user, cu) | np.isin(tr.item, ci))).sum()
