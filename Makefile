@@ -21,7 +21,7 @@ help:
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 
 $(STAMP): settings.ini setup.py
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PY) -m venv --clear $(VENV)   # (re)create when absent or broken
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
