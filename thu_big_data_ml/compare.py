@@ -17,10 +17,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'rmse', 'mae', 'PeakMemory', 'nested_user_subsets', 'loglog_slope',
-           'scaling_study', 'scaling_slopes', 'extrapolate', 'bucket_labels', 'rmse_by_bucket', 'cold_split',
-           'nearest_items', 'latent_extremes', 'title_tokens', 'title_similarity', 'TimeAwareMF', 'fit_time_mf',
-           'transfer_by_titles', 'spark_available', 'spark_session', 'spark_als']
+__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'mae', 'PeakMemory', 'nested_user_subsets', 'loglog_slope', 'scaling_study',
+           'scaling_slopes', 'extrapolate', 'bucket_labels', 'rmse_by_bucket', 'cold_split', 'nearest_items',
+           'latent_extremes', 'title_tokens', 'title_similarity', 'TimeAwareMF', 'fit_time_mf', 'transfer_by_titles',
+           'spark_available', 'spark_session', 'spark_als']
 
 # %% ../nbs/08_comparison.ipynb #aca0270e
 def _check_inter(data: Any, name: str = 'data') -> None:
@@ -28,12 +28,7 @@ def _check_inter(data: Any, name: str = 'data') -> None:
         if not hasattr(data, a):
             raise TypeError(f"{name} must be an Interactions (user, item, rating, day, n_users, n_items); it has no {a!r}")
 
-def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
-    "Root mean squared error (float64)."
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    if pred.shape != truth.shape: raise ValueError(f"shapes differ: {pred.shape} vs {truth.shape}")
-    if pred.size == 0: raise ValueError("empty: RMSE is undefined")
-    return float(np.sqrt(np.mean((pred - truth) ** 2)))
+from .cf import rmse   # one definition of RMSE for every chapter
 
 def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     "Mean absolute error (float64)."
