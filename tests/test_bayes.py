@@ -1,0 +1,125 @@
+"Tests of thu_big_data_ml.bayes: compiled sampler = NumPy reference, posterior sanity, nested CV, bad arguments."
+import numpy as np
+import pytest
+
+from thu_big_data_ml.data import Interactions
+from thu_big_data_ml.bayes import fit_bayes_mf, normal_gamma_draw, nested_cv_bayes, BayesMFModel
+
+
+def make_data(n_users=60, n_items=45, density=0.35, rank=2, noise=0.3, seed=0, discrete=False) -> Interactions:
+    r = np.random.default_rng(seed)
+    A, B = r.normal(size=(n_users, rank)), r.normal(size=(n_items, rank))
+    u, i = np.nonzero(r.random((n_users, n_items)) < density)
+    x = 3.0 + 0.5 * (A[u] * B[i]).sum(1) + r.normal(0, noise, len(u))
+    if discrete: x = np.clip(np.rint(x), 1, 5)
+    return Interactions(u, i, x, None, n_users, n_items)
+
+
+@pytest.fixture(scope='module')
+def data():
+    return make_data()
+
+
+@pytest.mark.parametrize('implicit', [False, True])
+def test_numba_chain_equals_numpy_reference(data, implicit):
+    kw = dict(k=3, n_samples=8, burn_in=3, implicit=implicit, seed=5, val=data, progress=False)
+    a = fit_bayes_mf(data, backend='numba', **kw)
+    b = fit_bayes_mf(data, backend='numpy', **kw)
+    np.testing.assert_allclose(a.history.train_rmse, b.history.train_rmse, rtol=1e-7)
+    np.testing.assert_allclose(a.predict(data.user, data.item), b.predict(data.user, data.item), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.history.val_rmse.iloc[-1], b.history.val_rmse.iloc[-1], rtol=1e-6)
+
+
+def test_same_seed_same_chain_other_seed_differs(data):
+    kw = dict(k=3, n_samples=5, burn_in=1, progress=False)
+    a, b, c = (fit_bayes_mf(data, seed=s, **kw) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a.predict(data.user, data.item), b.predict(data.user, data.item))
+    assert np.abs(a.predict(data.user, data.item) - c.predict(data.user, data.item)).max() > 1e-4
+
+
+def test_posterior_recovers_noise_level_and_beats_single_samples():
+    d = make_data(n_users=150, n_items=120, density=0.4, noise=0.3, seed=3)
+    rng = np.random.default_rng(0)
+    test = rng.random(len(d)) < 0.15
+    tr, te = d.subset(np.flatnonzero(~test)), d.subset(np.flatnonzero(test))
+    m = fit_bayes_mf(tr, k=4, n_samples=150, burn_in=50, val=te, clip=None, progress=False)
+    # the sampled noise sd settles near the true 0.3 (train residuals are slightly smaller than the noise)
+    assert 0.22 < m.history.noise_sd.iloc[-50:].mean() < 0.36
+    post = m.rmse(te, clip=None)
+    p_last = (m.W[-1][te.user] * m.V[-1][te.item]).sum(1) + m.mu + m.bu[-1][te.user] + m.bi[-1][te.item]
+    single = float(np.sqrt(np.mean((p_last - te.rating) ** 2)))
+    assert post < single                     # averaging over the posterior helps
+    assert post < 0.45                       # close to the noise floor 0.3, far below the rating sd
+    assert post < float(np.std(te.rating)) / 2
+    # the running posterior mean on val and the thinned-sample mean agree closely
+    assert abs(m.history.val_rmse.iloc[-1] - post) < 0.01
+
+
+def test_history_and_thinning(data):
+    m = fit_bayes_mf(data, k=2, n_samples=30, burn_in=10, keep=4, progress=False, val=data)
+    assert len(m.history) == 30 and m.n_kept <= 4 and m.config['thin'] == 5
+    assert m.history.val_rmse.iloc[:10].isna().all() and m.history.val_rmse.iloc[10:].notna().all()
+    assert (np.diff(m.history.seconds) >= 0).all()
+    p = m.predict(data.user[:5], data.item[:5])
+    manual = np.mean([m.mu + m.bu[s][data.user[:5]] + m.bi[s][data.item[:5]] +
+                      (m.W[s][data.user[:5]] * m.V[s][data.item[:5]]).sum(1) for s in range(m.n_kept)], axis=0)
+    np.testing.assert_allclose(p, manual, rtol=1e-5)
+    assert ((m.predict(data.user, data.item, clip=(1, 5)) >= 1) & (m.predict(data.user, data.item, clip=(1, 5)) <= 5)).all()
+
+
+def test_normal_gamma_draw_concentrates_on_truth():
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.0, 0.5, size=(20000, 3))
+    lam, mu = normal_gamma_draw(rng, X)
+    np.testing.assert_allclose(mu, 2.0, atol=0.02)
+    np.testing.assert_allclose(lam, 4.0, rtol=0.05)
+    lam1, mu1 = normal_gamma_draw(rng, X[:, 0])
+    assert lam1.shape == (1,) and mu1.shape == (1,)
+
+
+def test_nested_cv_bayes_picks_from_grid_and_scores_every_fold():
+    d = make_data(n_users=80, n_items=60, density=0.4, seed=4, discrete=True)
+    grid = [{'k': 1}, {'k': 3}]
+    tab = nested_cv_bayes(d, grid, n_folds=3, n_samples=20, burn_in=5, progress=False)
+    assert list(tab.fold) == [0, 1, 2]
+    assert set(tab.k) <= {1, 3}
+    assert np.isfinite(tab.test_rmse).all() and (tab.test_rmse < 1.2).all()
+    assert (tab.inner_val_rmse == tab[['inner 0', 'inner 1']].min(axis=1)).all()
+    one = nested_cv_bayes(d, grid, n_folds=3, folds=[1], n_samples=20, burn_in=5, progress=False)
+    assert one.test_rmse.iloc[0] == pytest.approx(tab.test_rmse.iloc[1])
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(k=0), 'k must be'), (dict(k=2.5), 'k must be'), (dict(n_samples=0), 'n_samples'),
+    (dict(n_samples=10, burn_in=10), 'burn_in'), (dict(burn_in=-1), 'burn_in'), (dict(keep=0), 'keep'),
+    (dict(backend='cuda'), 'backend'),
+])
+def test_bad_arguments(data, kw, match):
+    with pytest.raises(ValueError, match=match):
+        fit_bayes_mf(data, progress=False, **{'n_samples': 5, 'burn_in': 1, **kw})
+
+
+def test_bad_data(data):
+    with pytest.raises(ValueError, match='NaN'):   # Interactions itself refuses NaN ...
+        Interactions(data.user, data.item, np.where(np.arange(len(data)) == 3, np.nan, data.rating), None,
+                     data.n_users, data.n_items)
+    bad = data.subset(np.arange(len(data)))
+    bad.rating[3] = np.nan                         # ... and the fit checks again after in-place edits
+    with pytest.raises(ValueError, match='NaN'):
+        fit_bayes_mf(bad, n_samples=3, burn_in=0, progress=False)
+    with pytest.raises(ValueError, match='no ratings'):
+        fit_bayes_mf(data.subset(np.array([], np.int64)), n_samples=3, burn_in=0, progress=False)
+    other = Interactions(data.user, data.item, data.rating, None, data.n_users + 1, data.n_items)
+    with pytest.raises(ValueError, match='val shape'):
+        fit_bayes_mf(data, n_samples=3, burn_in=0, val=other, progress=False)
+    with pytest.raises(TypeError):
+        fit_bayes_mf(np.zeros((3, 3)), n_samples=3, burn_in=0, progress=False)
+    m = fit_bayes_mf(data, k=2, n_samples=3, burn_in=0, progress=False)
+    with pytest.raises(IndexError):
+        m.predict(np.array([data.n_users]), np.array([0]))
+    with pytest.raises(ValueError, match='same length'):
+        m.predict(np.array([0, 1]), np.array([0]))
+    with pytest.raises(ValueError, match='inner_frac'):
+        nested_cv_bayes(data, [{'k': 2}], inner_frac=1.0)
+    with pytest.raises(ValueError, match='grid'):
+        nested_cv_bayes(data, [])
