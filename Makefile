@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean bench help system-deps
+.PHONY: all install data report report-quick test export clean bench bench-surprise help system-deps
 
 all: report
 
@@ -18,6 +18,7 @@ help:
 	@echo "make test     - install, check export sync, nbdev_test (slow cells skipped), pytest"
 	@echo "make report-quick - the same report with #| slow cells skipped (small data; labelled QUICK PREVIEW)"
 	@echo "make bench    - run the benchmarks in bench/"
+	@echo "make bench-surprise - MovieLens MF vs Surprise SVD/SVD++ on the shared folds (Surprise in a throwaway venv)"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 
 $(STAMP): settings.ini setup.py
@@ -53,6 +54,16 @@ test: install system-deps
 
 bench: install data
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Surprise lives in a throwaway venv outside the repo, never in the project's dependencies.
+SURPRISE_VENV ?= /tmp/surprise-venv
+SURPRISE_PY ?= python3.11
+BENCH_SURPRISE_ARGS ?= --data both
+bench-surprise: install data
+	@$(SURPRISE_VENV)/bin/python -c "import surprise" 2>/dev/null || { \
+	  $(SURPRISE_PY) -m venv --clear $(SURPRISE_VENV) && \
+	  $(SURPRISE_VENV)/bin/pip install -q numpy pandas scikit-surprise; }
+	SURPRISE_PYTHON=$(SURPRISE_VENV)/bin/python $(BIN)/python bench/bench_surprise.py $(BENCH_SURPRISE_ARGS)
 
 clean:
 	rm -rf _site _docs _report
