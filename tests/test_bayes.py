@@ -123,3 +123,11 @@ def test_bad_data(data):
         nested_cv_bayes(data, [{'k': 2}], inner_frac=1.0)
     with pytest.raises(ValueError, match='grid'):
         nested_cv_bayes(data, [])
+
+
+def test_val_prediction_is_the_all_sample_posterior_mean(data):
+    m = fit_bayes_mf(data, k=2, n_samples=25, burn_in=5, keep=3, progress=False, val=data)
+    assert m.val_prediction.shape == (len(data),)
+    rm = float(np.sqrt(np.mean((m.val_prediction - data.rating) ** 2)))
+    assert rm == pytest.approx(m.history.val_rmse.iloc[-1], rel=1e-9)
+    assert fit_bayes_mf(data, k=2, n_samples=3, burn_in=1, progress=False).val_prediction is None
