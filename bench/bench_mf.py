@@ -5,7 +5,11 @@ entries, and the earlier coursework's dense approach (full U V^T each epoch, mas
 ALS time to convergence (relative change of J < 1e-6); on MovieLens 1M the time to reach the aimed RMSE, against
 Surprise's SVD when `scikit-surprise` is importable (it is not a project dependency: install it in a throwaway venv).
 
-Usage: python bench/bench_mf.py [--scale full|small] [--epochs 3] [--skip-dense] [--skip-movielens]
+ALS section: plain against Anderson-accelerated ALS (`accel='anderson'`), time to a relative change of J below 1e-6
+at lam=10 and lam=1, and at lam=0.01 what each reaches within a cap of sweeps, against J* = the lowest J of a longer
+run (an upper bound of the minimum).
+
+Usage: python bench/bench_mf.py [--scale full|small] [--epochs 3] [--skip-dense] [--skip-movielens] [--only als]
 Writes bench/results/bench_mf.json (read by the chapter).
 """
 from __future__ import annotations
@@ -37,14 +41,19 @@ def timed_epochs(train, backend: str, layout: str, epochs: int, k: int = 50, lam
             'process CPU s (whole fit)': cpu, 'J after': float(m.history.J.iloc[-1])}
 
 
-def als_to_convergence(train, k: int, lam: float, tol: float = 1e-6, max_iter: int = 200, biased: bool = False) -> dict:
+def als_to_convergence(train, k: int, lam: float, tol: float = 1e-6, max_iter: int = 200, biased: bool = False,
+                       accel: str | None = None, init=None) -> tuple[dict, object]:
+    "One ALS fit to a relative change of J below `tol` or `max_iter` sweeps (rejected accelerated sweeps included)."
     c0 = time.process_time()
-    m = fit_mf(train, k=k, lam=lam, method='als', biased=biased, max_iter=max_iter, tol=tol, progress=False)
+    m = fit_mf(train, k=k, lam=lam, method='als', biased=biased, max_iter=max_iter, tol=tol, progress=False,
+               accel=accel, init=init)
     h = m.history
-    return {'k': k, 'lam': lam, 'biased': biased, 'sweeps': m.config['iters'], 'converged': m.config['converged'],
-            'seconds': float(h.seconds.iloc[-1]), 's/sweep': float(h.seconds.iloc[-1] / max(1, m.config['iters'])),
-            'process CPU s': time.process_time() - c0, 'J': float(h.J.iloc[-1]),
-            'last rel. change': float(abs(h.J.iloc[-1] - h.J.iloc[-2]) / h.J.iloc[-2])}
+    r = {'k': k, 'lam': lam, 'biased': biased, 'accel': accel or 'plain', 'sweeps': m.config['iters'],
+         'rejected': m.config.get('rejected', 0), 'converged': m.config['converged'],
+         'seconds': float(h.seconds.iloc[-1]), 's/sweep': float(h.seconds.iloc[-1] / max(1, m.config['iters'])),
+         'process CPU s': time.process_time() - c0, 'J': float(h.J.iloc[-1]),
+         'last rel. change': float(abs(h.J.iloc[-1] - h.J.iloc[-2]) / h.J.iloc[-2]), 'load average': os.getloadavg()[0]}
+    return r, m
 
 
 def movielens_time_to_rmse(aim: float = 0.850, k: int = 50, lam: float = 0.05, reg: str = 'count') -> dict:
@@ -78,13 +87,18 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--scale', default='full', choices=['full', 'small'])
     ap.add_argument('--epochs', type=int, default=3)
-    ap.add_argument('--als-lam', type=float, nargs='+', default=[10.0, 0.01])
+    ap.add_argument('--als-lam', type=float, nargs='+', default=[10.0, 1.0, 0.01])
+    ap.add_argument('--only', choices=['als'], help='run only this section (the other results in the json are kept)')
+    ap.add_argument('--als-small-lam-cap', type=int, default=40, help='sweeps for lam < 0.1 (not expected to converge)')
+    ap.add_argument('--als-ref-sweeps', type=int, default=100,
+                    help='extra accelerated sweeps from the lower capped result to estimate J* for lam < 0.1')
     ap.add_argument('--skip-dense', action='store_true')
     ap.add_argument('--skip-movielens', action='store_true')
     ap.add_argument('--skip-epochs', action='store_true', help='only ALS (and MovieLens)')
-    ap.add_argument('--als-max-sweeps', type=int, default=100)
+    ap.add_argument('--als-max-sweeps', type=int, default=120)
     ap.add_argument('--out', default=str(Path(__file__).resolve().parent / 'results' / 'bench_mf.json'))
     a = ap.parse_args(argv)
+    if a.only == 'als': a.skip_epochs = a.skip_movielens = True
 
     data = load_course_data(scale=a.scale, progress=False)
     train = data.train
@@ -98,6 +112,13 @@ def main(argv=None) -> dict:
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     res = {'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'note': note, 'machine': machine_info(),
            'epochs': [], 'als': [], 'movielens': None}
+    kept = []
+    if a.only and out.exists():     # keep the sections that are not rerun
+        old = json.loads(out.read_text())
+        res.update({kk: old.get(kk) for kk in ('epochs', 'movielens') if old.get(kk)})
+        res['note_other_sections'] = f"epochs / movielens from the run of {old.get('when')} ({old.get('note')})"
+        kept = [r for r in old.get('als', []) if 'accel' in r and r['lam'] not in a.als_lam]   # other lambdas: keep
+        if kept: res['note_other_sections'] += f"; ALS rows for lam={sorted({r['lam'] for r in kept})} from {old.get('when')}"
     def save():   # after every stage, so a run cut short still leaves its results
         res['load_average_end'] = os.getloadavg()
         out.write_text(json.dumps(res, indent=1, default=str))
@@ -113,12 +134,29 @@ def main(argv=None) -> dict:
         print(ep.to_string(index=False), flush=True)
         res['epochs'] = ep.to_dict('records'); save()
 
-    als = []
+    als = list(kept)
     for lam in a.als_lam:
-        r = als_to_convergence(train, 50, lam, max_iter=min(30, a.als_max_sweeps) if lam < 0.1 else a.als_max_sweeps)
-        als.append(r); res['als'] = als; save()
-        print(f"  ALS k=50 lam={lam:g}: {r['sweeps']} sweeps, {r['seconds']:.1f} s, converged={r['converged']}, "
-              f"last relative change {r['last rel. change']:.1e}", flush=True)
+        cap = a.als_small_lam_cap if lam < 0.1 else a.als_max_sweeps
+        fits = {}
+        for accel in (None, 'anderson'):
+            r, fits[accel] = als_to_convergence(train, 50, lam, max_iter=cap, accel=accel)
+            r['cap (sweeps)'] = cap
+            als.append(r); res['als'] = als; save()
+            print(f"  ALS k=50 lam={lam:g} {r['accel']}: {r['sweeps']} sweeps ({r['rejected']} rejected), {r['seconds']:.1f} s, "
+                  f"converged={r['converged']}, J={r['J']:.8g}, last relative change {r['last rel. change']:.1e}, "
+                  f"load {r['load average']:.1f}", flush=True)
+        if lam < 0.1 and a.als_ref_sweeps > 0:   # J*: continue the lower of the two for more accelerated sweeps
+            lo = min(fits.values(), key=lambda m: m.history.J.iloc[-1])
+            ref = fit_mf(train, k=50, lam=lam, method='als', accel='anderson', init=(lo.U, lo.V), max_iter=a.als_ref_sweeps,
+                         tol=0.0, progress=False)
+            J_star = float(min(ref.history.J.min(), lo.history.J.iloc[-1]))
+            for r in als[-2:]:
+                r['J*'] = J_star; r['J - J*'] = r['J'] - J_star; r['(J - J*) / J*'] = (r['J'] - J_star) / J_star
+                r['J* note'] = (f'J* = lowest J after {cap} + {a.als_ref_sweeps} more accelerated sweeps '
+                                '(an upper bound of the minimum)')
+            res['als'] = als; save()
+            print(f"  ALS lam={lam:g}: J* = {J_star:.8g}; J - J*: " + ', '.join(f"{r['accel']} {r['J - J*']:.4g}" for r in als[-2:]),
+                  flush=True)
     ml = None
     if not a.skip_movielens:
         ml = movielens_time_to_rmse(); print(ml, flush=True)

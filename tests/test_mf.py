@@ -201,3 +201,61 @@ def test_count_weighted_penalty(data):
     a, b = fit_mf(data, method='adam', backend='torch', **kw), fit_mf(data, method='adam', backend='numba', **kw)
     np.testing.assert_allclose(a.history.J, b.history.J, rtol=1e-5)
     assert ref.config['reg'] == 'count' and ref.objective(data, 0.05) == pytest.approx(ref.history.J.iloc[-1], rel=1e-5)
+
+
+def test_anderson_extrapolation_solves_a_linear_fixed_point_fast():
+    "On an affine contraction g(x) = A x + b, Anderson with window >= dim reaches the fixed point in a few steps."
+    from thu_big_data_ml.mf import _Anderson
+    r = np.random.default_rng(0)
+    Q = np.linalg.qr(r.normal(size=(4, 4)))[0]
+    A = Q @ np.diag([0.99, 0.9, 0.5, 0.1]) @ Q.T; b = r.normal(size=4)
+    x_star = np.linalg.solve(np.eye(4) - A, b)
+    aa, x = _Anderson(5), np.zeros(4)
+    for _ in range(8): x = aa.push(x, A @ x + b)
+    assert np.linalg.norm(x - x_star) < 1e-8 * np.linalg.norm(x_star)
+    y = np.zeros(4)
+    for _ in range(8): y = A @ y + b
+    assert np.linalg.norm(y - x_star) > 1e-2 * np.linalg.norm(x_star)       # plain iteration is far from it
+
+
+@pytest.mark.parametrize('biased,weighted', [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize('lam', [0.1, 1.0])
+def test_anderson_als_is_monotone_and_not_worse_than_plain(data, biased, weighted, lam):
+    w = np.random.default_rng(3).uniform(0.5, 2, len(data)) if weighted else None
+    kw = dict(k=5, lam=lam, method='als', biased=biased, weights=w, max_iter=30, tol=0, seed=7, progress=False)
+    p, a = fit_mf(data, **kw), fit_mf(data, accel='anderson', **kw)
+    J = a.history.J.to_numpy()
+    assert np.all(np.diff(J) <= 1e-7 * J[:-1]), J       # accepted iterates only; float32 rounding as plain ALS
+    assert a.history.iter.iloc[-1] <= 30 and np.all(np.diff(a.history.iter) > 0)
+    assert a.config['iters'] == 30 and a.config['accel'] == 'anderson' and a.config['rejected'] >= 0
+    assert J[-1] <= p.history.J.iloc[-1] * (1 + 1e-7)                    # after the same number of sweeps
+    # the factors returned are the last accepted ones, and the J computed inside the sweep is the objective's J
+    assert a.objective(data, lam, w) == pytest.approx(J[-1], rel=1e-6)
+    assert p.objective(data, lam, w) == pytest.approx(p.history.J.iloc[-1], rel=1e-6)
+    assert p.config['accel'] is None and 'rejected' not in p.config
+
+
+def test_anderson_als_numba_matches_numpy_reference(data):
+    kw = dict(k=4, lam=0.5, method='als', biased=True, max_iter=8, tol=0, seed=5, progress=False, accel='anderson')
+    a, r = fit_mf(data, backend='numba', **kw), fit_mf(data, backend='numpy', **kw)
+    assert list(a.history.iter) == list(r.history.iter)
+    np.testing.assert_allclose(a.history.J, r.history.J, rtol=1e-4)
+    np.testing.assert_allclose(a.U, r.U, atol=1e-3)
+
+
+def test_anderson_als_stops_on_tolerance_and_never_right_after_a_restart(data):
+    m = fit_mf(data, k=4, lam=1.0, method='als', accel='anderson', max_iter=500, tol=1e-6, progress=False)
+    assert m.config['converged'] and m.config['iters'] < 500
+    J = m.history.J.to_numpy()
+    assert abs(J[-1] - J[-2]) < 1e-6 * J[-2]
+    plain = fit_mf(data, k=4, lam=1.0, method='als', max_iter=500, tol=1e-6, progress=False)
+    assert m.config['iters'] <= plain.config['iters']
+
+
+def test_accel_bad_arguments(data):
+    with pytest.raises(ValueError, match='accel must be one of'): fit_mf(data, method='als', accel='nesterov', progress=False)
+    with pytest.raises(ValueError, match="needs method='als'"): fit_mf(data, method='gd', accel='anderson', progress=False)
+    with pytest.raises(ValueError, match='accel_window'):
+        fit_mf(data, method='als', accel='anderson', accel_window=0, progress=False)
+    with pytest.raises(ValueError, match='accel_window'):
+        fit_mf(data, method='als', accel='anderson', accel_window=2.5, progress=False)
