@@ -225,6 +225,7 @@ def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in
     thin = max(1, math.ceil((n_samples - burn_in) / keep))
     kept = dict(W=[], V=[], bu=[], bi=[])
     acc = np.zeros(len(val)) if val is not None else None
+    if val is not None: vu, vi = np.asarray(val.user, np.int64), np.asarray(val.item, np.int64)   # once, not per sweep
     n_acc, rows_, spent = 0, [], 0.0
     from tqdm.auto import tqdm
     bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress, leave=False)
@@ -249,8 +250,7 @@ def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in
         spent += time.perf_counter() - t0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            pr = K['predict'] if backend == 'numba' else _predict_reference
-            acc += pr(W, V, mu, bu, bi, np.asarray(val.user, np.int64), np.asarray(val.item, np.int64)); n_acc += 1
+            acc += K['predict'](W, V, mu, bu, bi, vu, vi); n_acc += 1
             p = acc / n_acc
             if clip is not None: p = np.clip(p, *clip)
             vr = float(np.sqrt(np.mean((p - val.rating) ** 2)))
