@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean bench bench-surprise help system-deps
+.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise help system-deps
 
 all: report
 
@@ -20,6 +20,7 @@ help:
 	@echo "make bench    - run the benchmarks in bench/"
 	@echo "make bench-surprise - MovieLens MF vs Surprise SVD/SVD++ on the shared folds (Surprise in a throwaway venv)"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
+	@echo "make clean-cache - remove the cached fits and reads (what the library cached, nothing else)"
 
 $(STAMP): settings.ini setup.py
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PY) -m venv --clear $(VENV)   # (re)create when absent or broken
@@ -67,3 +68,7 @@ bench-surprise: install data
 
 clean:
 	rm -rf _site _docs _report
+
+# Only what thu_big_data_ml.core.cached / memory() wrote under $$THU_BDML_CACHE (default data/cache); nothing else.
+clean-cache: install
+	$(BIN)/python -c "from thu_big_data_ml.core import clear_cache; print(*(f'removed {p}' for p in clear_cache()), sep='\\n')"

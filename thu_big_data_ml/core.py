@@ -6,20 +6,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import random
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 # %% auto #0
 __all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'project_root', 'data_dir', 'cache_dir', 'runs_dir', 'memory', 'file_digest',
-           'seed_everything', 'jax_keys', 'torch_device', 'machine_info', 'Timer']
+           'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything', 'jax_keys', 'torch_device',
+           'machine_info', 'Timer']
 
 # %% ../nbs/00_core.ipynb #8429d492
 ENV_DATA, ENV_CACHE, ENV_RUNS = 'THU_BDML_DATA', 'THU_BDML_CACHE', 'THU_BDML_RUNS'
@@ -47,7 +50,8 @@ def runs_dir() -> Path:
 
 # %% ../nbs/00_core.ipynb #3f5be0dc
 def memory(location: str | Path | None = None, verbose: int = 0):
-    "A `joblib.Memory` on `location` (default `cache_dir()`); nothing is written until a cached call runs."
+    """A `joblib.Memory` on `location` (default `cache_dir()`); nothing is written until a cached call runs.
+    Its key covers the arguments and the function's own source, not the library code it calls: use `cached` for fits."""
     import joblib
     return joblib.Memory(str(location or cache_dir()), verbose=verbose)
 
@@ -57,6 +61,143 @@ def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
     with open(path, 'rb') as f:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb #c53c9ede
+_IMPORT_RE = re.compile(r'^\s*from\s+(\.+|thu_big_data_ml\.?)([\w.]*)\s+import\s+\(?([\w\s,*]+)', re.M)
+
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parent if '__file__' in globals() else project_root() / 'thu_big_data_ml'
+
+def _package_imports(path: Path) -> set[str]:
+    "Names of the package modules a module file imports (`from .x import`, `from . import x`, `from thu_big_data_ml.x import`)."
+    out = set()
+    for dots, mod, names in _IMPORT_RE.findall(path.read_text(encoding='utf-8')):
+        base = mod.split('.')[0]
+        if base: out.add(base)
+        else: out.update(n.strip() for n in names.split(',') if n.strip())
+    return out
+
+def code_digest(*modules: str) -> str:
+    """BLAKE2b digest of the source of the named package modules (e.g. `'mf'` or `'thu_big_data_ml.mf'`) and of every
+    package module they import, transitively: the part of a cache key that makes a code change re-run the cached call."""
+    pkg = _package_dir()
+    todo, seen = [m.rpartition('.')[2] for m in modules], set()
+    while todo:
+        m = todo.pop()
+        if m in seen or not (pkg / f'{m}.py').exists(): continue
+        seen.add(m); todo.extend(_package_imports(pkg / f'{m}.py'))
+    if not seen: raise ValueError(f"none of {modules!r} is a module of the package in {pkg}")
+    h = hashlib.blake2b(digest_size=16)
+    for m in sorted(seen): h.update(m.encode() + b'\0' + (pkg / f'{m}.py').read_bytes() + b'\0')
+    return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb #2be5f564
+_MARKER = 'thu_bdml_cache.json'
+_CACHE_SUBDIR = 'calls'
+
+class CacheWarning(UserWarning):
+    "The disk cache could not be used (unwritable folder, damaged entry); the call ran uncached or was recomputed."
+
+def _source_of(func) -> bytes:
+    import inspect
+    try: return inspect.getsource(func).encode()
+    except (OSError, TypeError): return func.__code__.co_code if hasattr(func, '__code__') else repr(func).encode()
+
+def _call_key(func, args: tuple, kwargs: dict, ignore: Sequence[str]) -> tuple[dict, str]:
+    "The bound arguments (defaults applied, `ignore` dropped) and their joblib hash."
+    import inspect, joblib
+    ba = inspect.signature(func).bind(*args, **kwargs); ba.apply_defaults()
+    bound = {k: v for k, v in ba.arguments.items() if k not in ignore}
+    return bound, joblib.hash(bound)
+
+# %% ../nbs/00_core.ipynb #8e41cb45
+def _short(v, n: int = 120) -> str:
+    if isinstance(v, np.ndarray): return f'ndarray{v.shape}:{v.dtype}'
+    s = repr(v)
+    return s if len(s) <= n else s[:n] + '...'
+
+def _write_entry(folder: Path, result, meta: dict) -> None:
+    "Write `result.pkl`, then `meta.json` with its checksum, each by rename (never a half-written file under its name)."
+    import pickle
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.parents[2]
+    if not (root / _MARKER).exists():
+        (root / _MARKER).write_text(json.dumps({'created_by': 'thu_big_data_ml.core.cached', 'layout': 1}))
+    tmp = folder / f'result.pkl.{os.getpid()}.tmp'
+    with open(tmp, 'wb') as f: pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    meta = {**meta, 'checksum': file_digest(tmp), 'bytes': tmp.stat().st_size}
+    os.replace(tmp, folder / 'result.pkl')
+    tmp = folder / f'meta.json.{os.getpid()}.tmp'
+    tmp.write_text(json.dumps(meta, indent=1, default=str)); os.replace(tmp, folder / 'meta.json')
+
+def _read_entry(folder: Path):
+    "(found, result): the stored result if its checksum matches; a damaged entry warns and counts as absent."
+    import pickle, warnings
+    meta_p, res_p = folder / 'meta.json', folder / 'result.pkl'
+    if not meta_p.exists(): return False, None
+    try:
+        meta = json.loads(meta_p.read_text())
+        if not res_p.exists(): raise ValueError('result.pkl is missing')
+        if res_p.stat().st_size != meta['bytes'] or file_digest(res_p) != meta['checksum']:
+            raise ValueError('result.pkl does not match its checksum')
+        with open(res_p, 'rb') as f: return True, pickle.load(f)
+    except Exception as e:
+        warnings.warn(f"damaged cache entry {folder} ({type(e).__name__}: {e}); recomputing", CacheWarning, stacklevel=3)
+        return False, None
+
+# %% ../nbs/00_core.ipynb #b5698385
+def cached(func: Callable | None = None, *, deps: Sequence[str] | None = None, ignore: Sequence[str] = (),
+           location: str | Path | None = None, enabled: bool = True) -> Callable:
+    """Disk-cache `func` (decorator or wrapper). Key: the bound arguments (minus `ignore`), `func`'s own source and
+    `code_digest(*deps)` (default: the package module defining `func`, with what it imports). The wrapper has
+    `.uncached`, `.entry(*args, **kw)` (the entry folder) and `.info(*args, **kw)` (its meta, or None)."""
+    if func is None: return lambda f: cached(f, deps=deps, ignore=ignore, location=location, enabled=enabled)
+    import functools, warnings
+    mod = getattr(func, '__module__', '') or ''
+    mods = tuple(deps) if deps is not None else ((mod,) if mod.startswith(_package_dir().name + '.') else ())
+    name = f"{mod}.{getattr(func, '__qualname__', func.__name__)}".replace('<', '').replace('>', '')
+
+    def entry(*args, **kwargs) -> Path:
+        _, akey = _call_key(func, args, kwargs, ignore)
+        h = hashlib.blake2b(digest_size=16)
+        for part in (akey.encode(), _source_of(func), *(code_digest(m).encode() for m in mods)): h.update(part + b'\0')
+        return Path(location or cache_dir()).expanduser() / _CACHE_SUBDIR / name / h.hexdigest()
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if not enabled: return func(*args, **kwargs)
+        folder = entry(*args, **kwargs)
+        found, result = _read_entry(folder)
+        if found: return result
+        t0 = time.perf_counter(); result = func(*args, **kwargs); seconds = time.perf_counter() - t0
+        bound, _ = _call_key(func, args, kwargs, ignore)
+        meta = {'function': name, 'deps': list(mods), 'code': {m: code_digest(m) for m in mods},
+                'arguments': {k: _short(v) for k, v in bound.items()}, 'created': time.strftime('%Y-%m-%d %H:%M:%S'),
+                'seconds': round(seconds, 3)}
+        try: _write_entry(folder, result, meta)
+        except OSError as e:
+            warnings.warn(f"cache folder {folder.parents[2]} is not writable ({e.strerror or e}); the result of {name} "
+                          f"was not cached. Set {ENV_CACHE} to a writable folder to cache it.", CacheWarning, stacklevel=2)
+        return result
+
+    def info(*args, **kwargs) -> dict | None:
+        p = entry(*args, **kwargs) / 'meta.json'
+        return json.loads(p.read_text()) if p.exists() else None
+
+    wrapper.uncached, wrapper.entry, wrapper.info = func, entry, info
+    return wrapper
+
+# %% ../nbs/00_core.ipynb #f49aecc5
+def clear_cache(location: str | Path | None = None) -> list[Path]:
+    "Remove the entries written by `cached` (`calls/`) and by `memory()` (`joblib/`) under the cache folder; returns them."
+    import shutil
+    root = Path(location or cache_dir()).expanduser()
+    gone = []
+    for sub in (_CACHE_SUBDIR, 'joblib'):
+        p = root / sub
+        if p.is_dir(): shutil.rmtree(p); gone.append(p)
+    if (root / _MARKER).exists(): (root / _MARKER).unlink(); gone.append(root / _MARKER)
+    return gone
 
 # %% ../nbs/00_core.ipynb #c3eaa4fb
 def seed_everything(seed: int = 0) -> np.random.Generator:
