@@ -11,8 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 # %% auto #0
-__all__ = ['RATING_RANGE', 'check_index', 'check_pairs', 'Triples', 'check_triples', 'rmse', 'mae', 'Predictor', 'seen_counts',
-           'unseen_info', 'evaluate']
+__all__ = ['RATING_RANGE', 'check_index', 'check_pairs', 'Triples', 'check_triples', 'rmse', 'mae', 'Predictor', 'Estimator',
+           'seen_counts', 'unseen_info', 'score', 'evaluate']
 
 # %% ../nbs/00_metrics.ipynb #a1c48fd6
 RATING_RANGE = (1.0, 5.0)
@@ -118,9 +118,13 @@ def mae(pred: Any, truth: Any) -> float:
 # %% ../nbs/00_metrics.ipynb #8760a60c
 @runtime_checkable
 class Predictor(Protocol):
-    "What every model does: `fit(train) -> self`; `predict(user, item) -> unclipped floats`, one per pair."
-    def fit(self, train: Any) -> 'Predictor': ...
+    "What every fitted model does: `predict(user, item)` -> unclipped float predictions, one per pair."
     def predict(self, user: Any, item: Any) -> np.ndarray: ...
+
+@runtime_checkable
+class Estimator(Predictor, Protocol):
+    "A model class that learns in place: `fit(train) -> self`, then `predict` (models made by a `fit_*` function are Predictors)."
+    def fit(self, train: Any) -> 'Estimator': ...
 
 def seen_counts(train: Any) -> tuple[np.ndarray, np.ndarray]:
     "Training ratings per user and per item (int64, over the whole index space): 0 = unseen."
@@ -135,19 +139,26 @@ def unseen_info(u: np.ndarray, i: np.ndarray, user_count: np.ndarray, item_count
                     'fallback': int((su | si).sum())}
 
 # %% ../nbs/00_metrics.ipynb #fb147a44
+def score(pred: Any, truth: Any, clip: tuple[float, float] | None = RATING_RANGE) -> dict:
+    """RMSE and MAE of predictions against ratings after clipping to `clip` (None: unclipped), with `n` and
+    `clipped` (how many predictions the clip moved). The one place in the lab that clips."""
+    p = np.asarray(pred, np.float64)
+    out: dict = {'n': int(p.size)}
+    if clip is not None:
+        lo, hi = clip
+        if not lo < hi: raise ValueError(f"clip must be (low, high) with low < high, got {clip}")
+        out['clipped'] = int(((p < lo) | (p > hi)).sum())
+        p = np.clip(p, lo, hi)
+    out['rmse'], out['mae'] = rmse(p, truth), mae(p, truth)
+    return out
+
 def evaluate(model: Any, data: Any, clip: tuple[float, float] | None = RATING_RANGE, **predict_kw) -> dict:
-    """RMSE and MAE of `model.predict` on the triples `data`, clipped to `clip` (None: unclipped). The result also
-    holds `n`, `clipped` (predictions the clip moved) and the model's `info_` counts (fallbacks)."""
+    """`score` of `model.predict` on the triples `data` (validated against nothing but themselves; the model checks
+    its own index space), plus the model's `info_` counts (fallbacks) from that prediction."""
     t = check_triples(data, 'test')
     pred = np.asarray(model.predict(t.user, t.item, **predict_kw), np.float64).ravel()
     if pred.shape != t.rating.shape:
         raise ValueError(f"{type(model).__name__}.predict returned {pred.shape[0]} values for {len(t)} pairs")
-    out: dict = {'n': len(t)}
-    if clip is not None:
-        lo, hi = clip
-        if not lo < hi: raise ValueError(f"clip must be (low, high) with low < high, got {clip}")
-        out['clipped'] = int(((pred < lo) | (pred > hi)).sum())
-        pred = np.clip(pred, lo, hi)
-    out['rmse'], out['mae'] = rmse(pred, t.rating), mae(pred, t.rating)
+    out = score(pred, t.rating, clip)
     out.update({k: v for k, v in dict(getattr(model, 'info_', None) or {}).items() if k not in out})
     return out
