@@ -185,3 +185,50 @@ def test_quick_mode_drops_slow_cells():
     nb = nbformat.v4.new_notebook(cells=[code("SCALE = 'small'"), code("#| slow\nSCALE = 'full'"), md('#| slow is text')])
     out = nbformat.reads(build_report.without_slow_cells(nbformat.writes(nb)), as_version=4)
     assert [c.source for c in out.cells] == ["SCALE = 'small'", '#| slow is text']
+
+
+def test_markdown_edit_rerenders_without_executing(tmp_path):
+    (tmp_path / 'nbs').mkdir()
+    _chapters(tmp_path / 'nbs')
+    assert _build(tmp_path, '--no-pdf').returncode == 0
+    p = tmp_path / 'nbs' / '01_alpha.ipynb'
+    nb = nbformat.read(p, as_version=4)
+    nb.cells.insert(1, md('A NEW PARAGRAPH written after the first build.'))
+    nbformat.write(nb, p)
+    r = _build(tmp_path, '--no-pdf')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r'\[1/2\] 01_alpha\.ipynb: cached', r.stdout) and 'executing' not in r.stdout, r.stdout
+    assert 'A NEW PARAGRAPH' in (tmp_path / 'site' / '01_alpha.html').read_text()
+    # a code edit re-executes that chapter only
+    p2 = tmp_path / 'nbs' / '02_beta.ipynb'
+    nb2 = nbformat.read(p2, as_version=4)
+    nb2.cells.append(code("print('EDITED CODE CELL')"))
+    nbformat.write(nb2, p2)
+    r = _build(tmp_path, '--no-pdf')
+    assert re.search(r'\[1/2\] 01_alpha\.ipynb: cached', r.stdout), r.stdout
+    assert re.search(r'\[2/2\] 02_beta\.ipynb: executing', r.stdout), r.stdout
+    assert 'EDITED CODE CELL' in (tmp_path / 'site' / '02_beta.html').read_text()
+
+
+def test_budgets_summary_and_strict(tmp_path):
+    (tmp_path / 'nbs').mkdir()
+    _chapters(tmp_path / 'nbs')
+    (tmp_path / 'nbs' / '_budgets.json').write_text(json.dumps({'#': 'comment', '01_alpha': 0.0001, '02': 600, '_total': 900}))
+    r = _build(tmp_path, '--no-pdf', '--strict-budgets')
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert re.search(r'01_alpha\s+executed\s+[0-9.]+\s+0\s+OVER by', r.stdout), r.stdout
+    assert re.search(r'02_beta\s+executed\s+[0-9.]+\s+600\s+ok', r.stdout), r.stdout
+    assert 'over budget' in r.stdout and 'all chapters (execution)' in r.stdout
+    r = _build(tmp_path, '--no-pdf')                 # cached now; not strict: the report still builds
+    assert r.returncode == 0 and re.search(r'01_alpha\s+cached', r.stdout), r.stdout
+    assert 'by the last build' not in r.stdout or 'to execute' in r.stdout
+
+
+def test_code_view_ignores_markdown_and_ids():
+    a = nbformat.v4.new_notebook(cells=[md('# T'), code('x = 1'), md('text')])
+    b = nbformat.v4.new_notebook(cells=[md('# T changed'), md('more'), code('x = 1')])
+    ca, pa = build_report.code_view(nbformat.writes(a))
+    cb, pb = build_report.code_view(nbformat.writes(b))
+    assert ca == cb and pa == [1] and pb == [2]
+    c = nbformat.v4.new_notebook(cells=[code('x = 2')])
+    assert build_report.code_view(nbformat.writes(c))[0] != ca

@@ -239,7 +239,8 @@ def fingerprint(root: Path, nb_text: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, failed_dir: str = '') -> dict:
+def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, failed_dir: str = '',
+             positions: list[int] | None = None) -> dict:
     """Execute one notebook in a fresh kernel; return the executed notebook (as JSON text), info and timing.
 
     `deps` is only part of the joblib cache key. Raises BuildError naming the cell on failure.
@@ -253,6 +254,7 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
     nb.cells.append(nbformat.v4.new_code_cell(INFO_CELL))
     current = {'index': None, 't0': time.monotonic()}
     slow: list[str] = []
+    pos = lambda j: positions[j] if positions and 0 <= j < len(positions) else j   # index in the full notebook
 
     def on_cell_execute(cell, cell_index, **_):
         current['index'], current['t0'] = cell_index, time.monotonic()
@@ -260,7 +262,7 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
     def on_cell_executed(cell, cell_index, **_):  # noqa: ARG001
         took = time.monotonic() - current['t0']
         if took > 20 and 0 < cell_index < len(nb.cells) - 1:
-            line = f'      cell {cell_index - 1} took {took:.1f} s: {_first_line(cell.source)}'
+            line = f'      cell {pos(cell_index - 1)} took {took:.1f} s: {_first_line(cell.source)}'
             slow.append(line)
             log(line)
 
@@ -282,7 +284,7 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
         nb.cells.pop(0)
         if nb.cells and nb.cells[-1].source.startswith(INFO_MARK):
             nb.cells.pop()
-        i = None if i is None else i - 1
+        i = None if i is None else pos(i - 1)
         where = f'cell {i} (first line: {_first_line(cell.source)!r})' if cell is not None else 'unknown cell'
         raise BuildError(f'{nb_name}: {where} failed: {what}\n  (executed notebook with the traceback: '
                          f'{_save_failed(nb, Path(failed_dir or cwd) / "failed", nb_name)}; kernel log: {kernel_log})'
@@ -324,28 +326,109 @@ def without_slow_cells(nb_text: str) -> str:
     return nbformat.writes(nb)
 
 
+def code_view(nb_text: str) -> tuple[str, list[int]]:
+    """The notebook with only its code cells (what execution depends on) and their positions in the full notebook.
+    Editing a markdown cell leaves this unchanged, so the chapter re-renders without re-executing."""
+    import nbformat
+    nb = nbformat.reads(nb_text, as_version=4)
+    keep = [k for k, c in enumerate(nb.cells) if c.cell_type == 'code']
+    nb.cells = [nb.cells[k] for k in keep]
+    for j, c in enumerate(nb.cells):        # ids and metadata do not change what runs: fixed ids, no metadata
+        c.id = f'code-{j}'; c.metadata = {}; c.outputs = []; c.execution_count = None
+    nb.metadata = {}
+    return nbformat.writes(nb), keep
+
+
+def merge_executed(executed_code_nb: str, nb_text: str) -> str:
+    """The current notebook (markdown as it is now) with the outputs of the executed code cells, in order."""
+    import nbformat
+    ex = nbformat.reads(executed_code_nb, as_version=4)
+    nb = nbformat.reads(nb_text, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    if len(code) != len(ex.cells):
+        raise BuildError(f'executed notebook has {len(ex.cells)} code cells, the source {len(code)}')
+    for c, e in zip(code, ex.cells):
+        c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
+    return nbformat.writes(nb)
+
+
+def read_budgets(nbs: Path) -> dict[str, float]:
+    """Per-chapter time budgets in seconds (fresh machine, full scale, 2 cores) from `<nbs>/_budgets.json`:
+    keys are notebook stems (e.g. `03_matrix_factorization`) or their two-digit prefix; `_total` is the whole build."""
+    p = nbs / '_budgets.json'
+    if not p.exists():
+        return {}
+    try:
+        return {k: float(v) for k, v in json.loads(p.read_text(encoding='utf-8')).items() if not k.startswith('#')}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise BuildError(f'{p}: not a JSON object of seconds ({e})') from None
+
+
+def budget_of(budgets: dict[str, float], stem: str) -> float | None:
+    return budgets.get(stem, budgets.get(stem[:2]))
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f'{m}:{s:02d}'
+
+
+def summary_table(records: list[dict], budgets: dict[str, float], total: float) -> list[str]:
+    """The build's closing table: chapter, executed or cached, time, budget, verdict."""
+    rows = [f'{"chapter":32} {"status":9} {"time":>8} {"budget":>8}  verdict']
+    for r in records:
+        b = budget_of(budgets, r['path'].stem)
+        t = r['info'].get('seconds', 0.0)   # execution time (of the run that made the cached result, when cached)
+        verdict = '' if b is None else ('ok' if t <= b else f'OVER by {t - b:.0f} s')
+        rows.append(f'{r["path"].stem:32} {r["status"]:9} {t:8.1f} {"" if b is None else f"{b:8.0f}":>8}  {verdict}')
+    tb = budgets.get('_total')
+    ex = sum(r['info'].get('seconds', 0.0) for r in records)
+    rows.append(f'{"all chapters (execution)":32} {"":9} {ex:8.1f} {"" if tb is None else f"{tb:8.0f}":>8}  '
+                + ('' if tb is None else ('ok' if ex <= tb else f'OVER by {ex - tb:.0f} s')))
+    rows.append(f'{"this build (wall clock)":32} {"":9} {total:8.1f}')
+    return rows
+
+
 def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, timeout: int,
-                skip_slow: bool = False) -> list[dict]:
-    """Execute the notebooks in order (cached); return one record per chapter."""
+                skip_slow: bool = False, budgets: dict[str, float] | None = None) -> list[dict]:
+    """Execute the notebooks in order (cached by their code cells and package code); return one record per chapter."""
     from joblib import Memory
     mem = Memory(location=str(build / 'cache'), verbose=0)
-    cached_execute = mem.cache(_execute, ignore=['nb_name', 'failed_dir'])
+    cached_execute = mem.cache(_execute, ignore=['nb_name', 'failed_dir', 'positions'])
     os.environ['PLOTLY_RENDERER'] = 'plotly_mimetype'  # figures stay JSON; the site ships plotly.js once
     os.environ.setdefault('PYDEVD_DISABLE_FILE_VALIDATION', '1')
     os.environ['THU_BIG_DATA_ML_REPORT'] = '1'
     out_dir = build / 'executed'
     out_dir.mkdir(parents=True, exist_ok=True)
+    timings_p = build / ('timings-quick.json' if skip_slow else 'timings.json')
+    try:
+        last = json.loads(timings_p.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        last = {}
+    budgets = budgets or {}
     records, total = [], time.monotonic()
-    for k, path in enumerate(notebooks, 1):
+    plan = []
+    for path in notebooks:
         src = path.read_text(encoding='utf-8')
         if skip_slow:
             src = without_slow_cells(src)
+        code, positions = code_view(src)
         deps = fingerprint(root, src) + hashlib.sha256((WATCH_CELL + INFO_CELL).encode()).hexdigest()[:8]
-        args = (src, path.name, str(path.parent.resolve()), deps, timeout, str(build))
+        args = (code, path.name, str(path.parent.resolve()), deps, timeout, str(build), positions)
         hit = cached_execute.check_call_in_cache(*args) and not force
+        plan.append((path, src, args, hit))
+    todo_s = lambda k: sum(last.get(p.stem, budget_of(budgets, p.stem) or 60.0) for p, _, _, h in plan[k:] if not h)
+    n_run = sum(not h for *_, h in plan)
+    log(f'notebooks: {len(plan)} ({len(plan) - n_run} cached, {n_run} to execute'
+        + (f', about {_mmss(todo_s(0))} by the last build\'s timings' if n_run else '') + ')')
+    for k, (path, src, args, hit) in enumerate(plan, 1):
         t0 = time.monotonic()
         if not hit:
-            log(f'[{k}/{len(notebooks)}] {path.name}: executing ...')
+            b = budget_of(budgets, path.stem)
+            prev = last.get(path.stem)
+            log(f'[{k}/{len(plan)}] {path.name}: executing (elapsed {_mmss(time.monotonic() - total)}, '
+                f'last build {"-" if prev is None else _mmss(prev)}, budget {"-" if b is None else _mmss(b)}, '
+                f'about {_mmss(todo_s(k - 1))} left) ...')
         if force:
             res = cached_execute.call(*args)  # re-executes and refreshes the cache
             res = res[0] if isinstance(res, tuple) else res
@@ -354,12 +437,18 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
         took = time.monotonic() - t0
         info = res['info']
         if hit:
-            log(f'[{k}/{len(notebooks)}] {path.name}: cached ({took:.1f} s; executed {info["executed_at"]} '
+            log(f'[{k}/{len(plan)}] {path.name}: cached ({took:.1f} s; executed {info["executed_at"]} '
                 f'in {info["seconds"]:.1f} s)')
         else:
-            log(f'[{k}/{len(notebooks)}] {path.name}: executed in {took:.1f} s')
-        (out_dir / path.name).write_text(res['nb'], encoding='utf-8')
-        records.append({'path': path, 'executed': out_dir / path.name, 'info': info})
+            log(f'[{k}/{len(plan)}] {path.name}: executed in {took:.1f} s')
+            last[path.stem] = round(took, 1)
+            try:
+                timings_p.write_text(json.dumps(last, indent=1), encoding='utf-8')
+            except OSError:
+                pass
+        (out_dir / path.name).write_text(merge_executed(res['nb'], src), encoding='utf-8')
+        records.append({'path': path, 'executed': out_dir / path.name, 'info': info,
+                        'status': 'cached' if hit else 'executed'})
     log(f'notebooks: {len(notebooks)} in {time.monotonic() - total:.1f} s')
     return records
 
@@ -999,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-check', action='store_true', help='skip the headless-browser check')
     ap.add_argument('--fallback', action='store_true', help='use the standard-tools build even when quarto exists')
     ap.add_argument('--timeout', type=int, default=1800, help='seconds allowed per cell')
+    ap.add_argument('--strict-budgets', action='store_true',
+                    help='fail (exit 3) when an executed chapter took longer than its budget in nbs/_budgets.json')
     ap.add_argument('--quick', action='store_true',
                     help='preview: skip `#| slow` cells (test mode, small data); the report says so')
     ap.add_argument('--pdf-code', choices=['all', 'analysis', 'none'], default='analysis',
@@ -1019,7 +1110,8 @@ def main(argv: list[str] | None = None) -> int:
             '(nbclient, own HTML renderer, pandoc -> typst, kaleido)')
         settings = read_settings(ROOT)
         machine = machine_description()
-        records = execute_all(notebooks, build, ROOT, a.force, a.timeout, skip_slow=a.quick)
+        budgets = {} if a.quick else read_budgets(nbs)
+        records = execute_all(notebooks, build, ROOT, a.force, a.timeout, skip_slow=a.quick, budgets=budgets)
         if a.quick:
             machine += ' [QUICK PREVIEW: `#| slow` cells skipped, small data; run without --quick for the report]'
         from browser_check import find_chromium
@@ -1034,6 +1126,14 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as e:
         log(f'REPORT BUILD FAILED: {e}')
         return 1
+    for line in summary_table(records, budgets, time.monotonic() - t_all):
+        log(line)
+    over = [r['path'].stem for r in records if r['status'] == 'executed' and (b := budget_of(budgets, r['path'].stem))
+            is not None and r['info'].get('seconds', 0.0) > b]
+    if over:
+        log(f'over budget ({nbs / "_budgets.json"}): {", ".join(over)}')
+        if a.strict_budgets:
+            return 3
     log(f'report built in {time.monotonic() - t_all:.1f} s: {site / "index.html"}'
         + ('' if a.no_pdf else f' and {site / PDF_NAME}'))
     return 0 if ok else 2
