@@ -9,7 +9,13 @@ import io
 import json
 import os
 import re
+import secrets
+import shutil
+import signal
+import threading
 import urllib.request
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,164 +25,317 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .core import data_dir, file_digest, memory
+from .core import ENV_CACHE, cache_dir, data_dir, file_digest, memory
 
 # %% auto #0
-__all__ = ['COURSE_FILES', 'EPOCH', 'MOVIELENS', 'DEFAULT_COURSE_URLS', 'DataFormatError', 'detect_encoding', 'read_users',
-           'read_ratings_file', 'read_titles', 'Interactions', 'RatingData', 'course_summary', 'read_course_files',
-           'NetflixShape', 'expected_rating', 'noise_floor', 'generate_netflix_like', 'load_truth', 'generated_dir',
-           'course_dir', 'load_course_data', 'prepare_default_data', 'describe_source', 'load_movielens',
-           'kfold_splits', 'holdout_split', 'download_file', 'download_course_files', 'read_netflix_prize']
+__all__ = ['COURSE_FILES', 'EPOCH', 'MAX_ID', 'YEARS', 'DATES', 'BOM', 'MOVIELENS', 'DEFAULT_COURSE_URLS', 'DataFormatError',
+           'detect_encoding', 'read_users', 'read_ratings_file', 'read_titles', 'Interactions', 'RatingData',
+           'course_summary', 'read_course_files', 'NetflixShape', 'expected_rating', 'noise_floor',
+           'generate_netflix_like', 'load_truth', 'generated_dir', 'course_dir', 'load_course_data',
+           'prepare_default_data', 'describe_source', 'load_movielens', 'kfold_splits', 'holdout_split',
+           'download_file', 'download_course_files', 'read_netflix_prize']
 
 # %% ../nbs/01_data.ipynb #7be48354
 COURSE_FILES = ('users.txt', 'netflix_train.txt', 'netflix_test.txt', 'movie_titles.txt')
 EPOCH = np.datetime64('1970-01-01', 'D')
+MAX_ID = 2**31 - 1                      # ids are 1..MAX_ID: (user, movie) keys fit in int64, never collide
+YEARS = (1850, 2100)                    # accepted release years in movie_titles.txt
+DATES = ('1900-01-01', '2099-12-31')    # accepted rating dates
+BOM = b'\xef\xbb\xbf'
 
 class DataFormatError(ValueError):
     "A data file does not follow its format; the message names the file and the line."
     def __init__(self, path, line: int | None, msg: str, text: str | None = None):
         where = f"{path}:{line}" if line is not None else f"{path}"
+        if text is not None and len(text) > 120: text = text[:120] + '...'
         super().__init__(f"{where}: {msg}" + (f" -> {text!r}" if text is not None else ''))
         self.path, self.line = Path(path), line
 
-def detect_encoding(path: str | Path, sample: int = 1 << 20) -> str:
-    "Encoding of a text file: ASCII/UTF-8 when it decodes, else chardet's guess on the non-ASCII lines."
-    raw = Path(path).read_bytes()[:sample] if sample else Path(path).read_bytes()
+# %% ../nbs/01_data.ipynb #f357ef8c
+_QUIRKS = ('bom', 'crlf', 'leading_whitespace', 'trailing_whitespace', 'repeated_whitespace',
+           'blank_lines', 'whitespace_only_lines')
+
+def _new_quirks() -> dict:
+    "Zero counts of the tolerated quirks."
+    return dict.fromkeys(_QUIRKS, 0)
+
+def _strip_line(raw: bytes, n: int, q: dict) -> bytes | None:
+    "One raw line without its end (LF or CRLF), a line-1 BOM and surrounding spaces/tabs; None when blank. Counts quirks."
+    if n == 1 and raw.startswith(BOM): raw = raw[3:]; q['bom'] += 1
+    if raw.endswith(b'\n'): raw = raw[:-1]
+    if raw.endswith(b'\r'): raw = raw[:-1]; q['crlf'] += 1
+    s = raw.strip(b' \t')
+    if not s:
+        q['whitespace_only_lines' if raw else 'blank_lines'] += 1
+        return None
+    if raw[:1] in (b' ', b'\t'): q['leading_whitespace'] += 1
+    if raw[-1:] in (b' ', b'\t'): q['trailing_whitespace'] += 1
+    if b'\t' in s or b'  ' in s: q['repeated_whitespace'] += 1
+    return s
+
+_q = _new_quirks()
+assert _strip_line(BOM + b' 1\t 2 \r\n', 1, _q) == b'1\t 2' and _strip_line(b' \t\n', 2, _q) is None
+assert [_q[k] for k in _QUIRKS] == [1, 1, 1, 1, 1, 0, 1]
+
+# %% ../nbs/01_data.ipynb #f02f18ad
+def _parse_id(tok: bytes, what: str, path: Path, n: int, text: str) -> int:
+    "A positive integer id of at most 10 significant digits in 1..MAX_ID, else a `DataFormatError` at line `n`."
+    if not tok.isdigit(): raise DataFormatError(path, n, f'{what} is not a positive integer', text)
+    s = tok.lstrip(b'0')
+    if len(s) > 10 or not 1 <= int(s or b'0') <= MAX_ID:
+        raise DataFormatError(path, n, f'{what} out of range 1..{MAX_ID:,}', text)
+    return int(s)
+
+try: _parse_id(b'9' * 5000, 'user id', Path('users.txt'), 3, '9...')
+except DataFormatError as e: assert e.line == 3 and 'out of range' in str(e)
+assert _parse_id(b'007', 'user id', Path('u'), 1, '007') == 7
+
+# %% ../nbs/01_data.ipynb #ab631e72
+_CP1252_UNDEFINED = bytes((0x81, 0x8D, 0x8F, 0x90, 0x9D))
+
+def _decide_encoding(raw: bytes) -> str:
+    "'ascii', 'utf-8' (valid UTF-8, BOM allowed) or 'cp1252' (anything else), from the bytes alone."
+    if raw.startswith(BOM): return 'utf-8'
+    if raw.isascii(): return 'ascii'
     try: raw.decode('utf-8'); return 'utf-8'
-    except UnicodeDecodeError: pass
-    import chardet
-    lines = b'\n'.join(l for l in raw.splitlines() if any(b > 127 for b in l))
-    enc = ((chardet.detect(lines) or {}).get('encoding') or 'iso-8859-1').lower()
-    # On short samples chardet wavers between single-byte Latin code pages (windows-1250/1252, iso-8859-*).
-    # Prefer ISO-8859-1 (the real file's encoding) when it decodes every non-ASCII byte to a letter.
-    latin = enc.startswith(('windows-125', 'iso-8859', 'latin', 'ascii', 'cp125'))
-    if latin and all(ch.isalpha() for ch in lines.decode('iso-8859-1') if ord(ch) > 127): return 'iso-8859-1'
-    return enc
+    except UnicodeDecodeError: return 'cp1252'
+
+def detect_encoding(path: str | Path, sample: int = 0) -> str:
+    "Encoding of a text file by a fixed rule on its bytes (the first `sample` bytes; 0 = all): 'ascii', 'utf-8' or 'cp1252'."
+    import codecs
+    with open(path, 'rb') as f: raw = f.read(sample) if sample else f.read()
+    if not sample or len(raw) < sample: return _decide_encoding(raw)
+    if raw.startswith(BOM): return 'utf-8'
+    if raw.isascii(): return 'ascii'
+    try: codecs.getincrementaldecoder('utf-8')().decode(raw, final=False); return 'utf-8'   # a cut character is fine
+    except UnicodeDecodeError: return 'cp1252'
+
+assert _decide_encoding('Amélie'.encode('utf-8')) == 'utf-8' and _decide_encoding(b'abc') == 'ascii'
+assert _decide_encoding('Amélie \u2019'.encode('cp1252')) == 'cp1252'
 
 # %% ../nbs/01_data.ipynb #db5b7162
+def _read_users(path: Path) -> tuple[np.ndarray, dict]:
+    "User ids of `users.txt` in file order and the tolerated quirks."
+    q, ids, first = _new_quirks(), [], {}
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            s = _strip_line(raw, n, q)
+            if s is None: continue
+            text = s.decode('latin-1')
+            if len(s.split()) != 1: raise DataFormatError(path, n, 'expected one user id a line', text)
+            u = _parse_id(s, 'user id', path, n, text)
+            if u in first: raise DataFormatError(path, n, f'duplicate user id {u} (first on line {first[u]})', text)
+            first[u] = n; ids.append(u)
+    if not ids: raise DataFormatError(path, None, 'empty file: no user ids')
+    return np.asarray(ids, dtype=np.int64), q
+
 def read_users(path: str | Path) -> np.ndarray:
     "User ids of `users.txt`, one integer a line (blank lines skipped), in file order."
-    path = Path(path)
-    ids = []
-    with open(path, 'rb') as f:
-        for n, raw in enumerate(f, 1):
-            s = raw.strip()
-            if not s: continue
-            if not s.isdigit(): raise DataFormatError(path, n, 'user id is not a non-negative integer', s.decode('latin-1'))
-            ids.append(int(s))
-    if not ids: raise DataFormatError(path, None, 'empty file: no user ids')
-    ids = np.asarray(ids, dtype=np.int64)
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        dup = uniq[counts > 1][0]
-        line = _line_of(path, lambda s: s.strip() == str(dup).encode(), nth=2)
-        raise DataFormatError(path, line, f'duplicate user id {dup}')
-    return ids
-
-def _line_of(path: Path, pred, nth: int = 1) -> int | None:
-    "Line number of the `nth` line satisfying `pred` (bytes)."
-    k = 0
-    with open(path, 'rb') as f:
-        for n, raw in enumerate(f, 1):
-            if pred(raw):
-                k += 1
-                if k == nth: return n
-    return None
+    return _read_users(Path(path))[0]
 
 # %% ../nbs/01_data.ipynb #97b9881b
 _RATING_COLS = ('user', 'movie', 'rating', 'date')
 _DATE_RE = re.compile(r'^\d{4}-\d{2}-\d{2}$')
+_DATE_BYTES = re.compile(rb'([0-9]{4})-([0-9]{2})-([0-9]{2})')
+_FIELD_SEP = re.compile(rb'[ \t]+')
+_DAY_RANGE = tuple(int((np.datetime64(d, 'D') - EPOCH).astype(int)) for d in DATES)
 
-def _scan_ratings(path: Path, check_duplicates: bool = True):
-    "Slow, line-by-line validation used to name the first bad line when the fast reader finds a problem."
-    seen = set()
+def _parse_day(tok: bytes, path: Path, n: int, text: str) -> int:
+    "Days since 1970-01-01 of a valid `YYYY-MM-DD` date within `DATES`."
+    import datetime
+    m = _DATE_BYTES.fullmatch(tok)
+    if not m: raise DataFormatError(path, n, 'date must be YYYY-MM-DD', text)
+    try: d = datetime.date(*map(int, m.groups()))
+    except ValueError: raise DataFormatError(path, n, 'unparseable date (no such day)', text) from None
+    day = (d - datetime.date(1970, 1, 1)).days
+    if not _DAY_RANGE[0] <= day <= _DAY_RANGE[1]: raise DataFormatError(path, n, f'date outside {DATES[0]}..{DATES[1]}', text)
+    return day
+
+def _read_ratings_reference(path: Path, on_duplicate: str = 'error') -> pd.DataFrame:
+    "Line-by-line reader of a ratings file; raises `DataFormatError` at the first bad line. Same result as the fast reader."
+    q, rows, seen, dropped = _new_quirks(), [], {}, 0
     with open(path, 'rb') as f:
         for n, raw in enumerate(f, 1):
-            try: line = raw.decode('ascii')
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, n, f'undecodable bytes ({e.reason} at byte {e.start})', raw.decode('latin-1')) from None
-            s = line.strip()
-            if not s: continue
-            parts = s.split()
-            if len(parts) != 4: raise DataFormatError(path, n, f'expected 4 space-separated fields (user movie rating date), got {len(parts)}', s)
-            u, m, r, d = parts
-            if not (u.isdigit() and m.isdigit()): raise DataFormatError(path, n, 'user and movie ids must be non-negative integers', s)
-            if r not in ('1', '2', '3', '4', '5'):
-                raise DataFormatError(path, n, 'rating must be an integer in 1..5', s)
-            if not _DATE_RE.match(d): raise DataFormatError(path, n, 'date must be YYYY-MM-DD', s)
-            try: np.datetime64(d, 'D')
-            except ValueError: raise DataFormatError(path, n, 'unparseable date', s) from None
-            if check_duplicates:
-                key = (int(u), int(m))
-                if key in seen: raise DataFormatError(path, n, f'duplicate (user, movie) pair {key}', s)
-                seen.add(key)
+            s = _strip_line(raw, n, q)
+            if s is None: continue
+            text = s.decode('latin-1')
+            if not s.isascii(): raise DataFormatError(path, n, f'undecodable: non-ASCII byte 0x{next(b for b in s if b > 127):02X}', text)
+            parts = _FIELD_SEP.split(s)
+            if len(parts) != 4: raise DataFormatError(path, n, f'expected 4 space-separated fields (user movie rating date), got {len(parts)}', text)
+            u, m = _parse_id(parts[0], 'user id', path, n, text), _parse_id(parts[1], 'movie id', path, n, text)
+            r = parts[2].lstrip(b'0')
+            if not parts[2].isdigit() or r not in (b'1', b'2', b'3', b'4', b'5'): raise DataFormatError(path, n, 'rating must be an integer in 1..5', text)
+            day = _parse_day(parts[3], path, n, text)
+            if (u, m) in seen:
+                if on_duplicate == 'error': raise DataFormatError(path, n, f'duplicate (user, movie) pair {(u, m)} (first on line {seen[(u, m)][0]})', text)
+                rows[seen[(u, m)][1]] = None; dropped += 1
+            seen[(u, m)] = (n, len(rows)); rows.append((u, m, int(r), day))
+    rows = [r for r in rows if r is not None]
+    if not rows: raise DataFormatError(path, None, 'empty file: no ratings')
+    a = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    out = pd.DataFrame({'user': a[:, 0], 'movie': a[:, 1], 'rating': a[:, 2].astype(np.int8), 'day': a[:, 3].astype(np.int32)})
+    out.attrs.update(quirks=q, duplicates_dropped=dropped)
+    return out
+
+# %% ../nbs/01_data.ipynb #2aa17fd0
+def _quirk_lines(raw: bytes) -> dict:
+    "Tolerated quirks of a ratings file counted by lines, vectorised (for files that have some); same counts as `_strip_line`."
+    q = _new_quirks()
+    if raw.startswith(BOM): raw = raw[3:]; q['bom'] = 1
+    a = np.frombuffer(raw, np.uint8)
+    if not len(a): return q
+    nl = np.flatnonzero(a == 10)
+    starts, ends = np.r_[0, nl + 1], np.r_[nl, len(a)]
+    if a[-1] == 10: starts, ends = starts[:-1], ends[:-1]             # no line after the final LF
+    cr = (ends > starts) & (a[np.maximum(ends - 1, 0)] == 13)
+    q['crlf'] = int(cr.sum()); ends = ends - cr
+    W = np.flatnonzero((a == 32) | (a == 9))                          # whitespace positions and their lines
+    LW = np.searchsorted(nl, W)
+    length = ends - starts
+    has = np.bincount(LW, minlength=len(starts))[:len(starts)] < length
+    q['blank_lines'] = int((length == 0).sum()); q['whitespace_only_lines'] = int(((length > 0) & ~has).sum())
+    isws = lambda pos: (a[pos] == 32) | (a[pos] == 9)
+    q['leading_whitespace'] = int((has & isws(np.minimum(starts, len(a) - 1))).sum())
+    q['trailing_whitespace'] = int((has & isws(np.maximum(ends - 1, 0))).sum())
+    if len(W):                                                        # runs of whitespace strictly between fields
+        brk = np.r_[True, np.diff(W) != 1]
+        rs, rend = W[brk], W[np.r_[brk[1:], True]]
+        tab = np.add.reduceat((a[W] == 9).astype(np.int64), np.flatnonzero(brk)) > 0
+        rl = LW[brk]
+        inner = (rs > starts[rl]) & (rend < ends[rl] - 1) & has[rl]
+        q['repeated_whitespace'] = len(np.unique(rl[inner & ((rend > rs) | tab)]))
+    return q
+
+def _normalise(raw: bytes) -> bytes:
+    "Ratings bytes with the tolerated quirks removed: one space between fields, LF line ends, no surrounding blanks."
+    s = raw[3:] if raw.startswith(BOM) else raw
+    s = s.replace(b'\r\n', b'\n').replace(b'\t', b' ')
+    while b'  ' in s: s = s.replace(b'    ', b' ').replace(b'  ', b' ')
+    s = s.replace(b'\n ', b'\n').replace(b' \n', b'\n')
+    return s.strip(b' ')
+
+def _needs_normalising(raw: bytes) -> bool:
+    "True when the bytes carry a tolerated quirk."
+    return (raw.startswith(BOM) or b'\r' in raw or b'\t' in raw or b'  ' in raw or b' \n' in raw or b'\n ' in raw
+            or raw[:1] == b' ' or raw[-1:] == b' ')
+
+assert _normalise(BOM + b' 1 \t2  3 2005-01-01 \r\n \n') == b'1 2 3 2005-01-01\n\n'
+assert _quirk_lines(BOM + b' 1 \t2  3 2005-01-01 \r\n \n\n') == dict(bom=1, crlf=1, leading_whitespace=1, trailing_whitespace=1,
+                                                                 repeated_whitespace=1, blank_lines=1, whitespace_only_lines=1)
+
+# %% ../nbs/01_data.ipynb #91387d03
+def _pair_key(user: np.ndarray, movie: np.ndarray) -> np.ndarray:
+    "A collision-free int64 key of (user, movie), both in 1..MAX_ID."
+    return (np.asarray(user, np.int64) << 31) | np.asarray(movie, np.int64)
 
 def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataFrame:
     """Read a course ratings file (`user movie rating date`, space separated) fast and validated.
 
-    Returns columns user (int64), movie (int64), rating (int8), day (int32, days since 1970-01-01).
-    Bad input raises `DataFormatError` naming file and line. `on_duplicate`: 'error' | 'keep_last'."""
+    Returns columns user (int64), movie (int64), rating (int8), day (int32, days since 1970-01-01); `attrs` holds the
+    tolerated quirks and the number of dropped duplicates. Bad input raises `DataFormatError` naming file and line.
+    `on_duplicate`: 'error' | 'keep_last' (the earlier ratings of a repeated pair are dropped, counted)."""
     path = Path(path)
     if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0: raise DataFormatError(path, None, 'empty file')
+    raw = path.read_bytes()
+    if not raw: raise DataFormatError(path, None, 'empty file')
+    body = raw[3:] if raw.startswith(BOM) else raw
+    if body.translate(None, b'0123456789 -\n\r\t'): _read_ratings_reference(path, on_duplicate)   # other bytes: raises at the line
+    q = _quirk_lines(raw) if _needs_normalising(raw) else _new_quirks()
+    s = _normalise(raw) if _needs_normalising(raw) else raw
+    if b'\r' in s: _read_ratings_reference(path, on_duplicate)                                    # a lone CR inside a line
     import pyarrow as pa, pyarrow.csv as pcsv
-    try:   # Arrow's multi-threaded CSV reader parses ids, ratings and ISO dates natively (about 3x pandas' C parser)
-        tab = pcsv.read_csv(path, read_options=pcsv.ReadOptions(column_names=list(_RATING_COLS), encoding='utf8'),
-                            parse_options=pcsv.ParseOptions(delimiter=' ', ignore_empty_lines=True),
-                            convert_options=pcsv.ConvertOptions(column_types={
+    try:
+        tab = pcsv.read_csv(pa.py_buffer(s), read_options=pcsv.ReadOptions(column_names=list(_RATING_COLS)),
+                            parse_options=pcsv.ParseOptions(delimiter=' ', quote_char=False, ignore_empty_lines=True),
+                            convert_options=pcsv.ConvertOptions(null_values=[], strings_can_be_null=False, column_types={
                                 'user': pa.int64(), 'movie': pa.int64(), 'rating': pa.int8(), 'date': pa.date32()}))
-    except (pa.ArrowInvalid, UnicodeDecodeError, ValueError) as e:
-        _scan_ratings(path)          # names the first bad line; if it finds none, say what the parser said
-        raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated by single spaces') from None
-    if tab.num_rows == 0: raise DataFormatError(path, None, 'empty file: no ratings')
-    if any(tab[c].null_count for c in _RATING_COLS): _scan_ratings(path, check_duplicates=False)
+    except (pa.ArrowInvalid, ValueError) as e:
+        _read_ratings_reference(path, on_duplicate)           # names the first bad line
+        raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated by spaces') from None
+    if tab.num_rows == 0: raise DataFormatError(path, None, 'empty file: no ratings (only blank lines)')
     col = lambda c: tab[c].combine_chunks().to_numpy(zero_copy_only=False)
-    out = pd.DataFrame({'user': col('user'), 'movie': col('movie'), 'rating': col('rating'),
-                        'day': tab['date'].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)}, copy=False)
-    r = out['rating'].to_numpy()
-    if (r < 1).any() or (r > 5).any() or (out['user'].to_numpy() < 0).any() or (out['movie'].to_numpy() < 0).any():
-        _scan_ratings(path, check_duplicates=False)
-    key = out['user'].to_numpy() * (1 << 24) + out['movie'].to_numpy()
+    u, m, r = col('user'), col('movie'), col('rating')
+    day = tab['date'].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
+    if (u.min() < 1 or u.max() > MAX_ID or m.min() < 1 or m.max() > MAX_ID or r.min() < 1 or r.max() > 5
+            or day.min() < _DAY_RANGE[0] or day.max() > _DAY_RANGE[1]):
+        _read_ratings_reference(path, on_duplicate)
+        raise DataFormatError(path, None, 'a value is out of range, but no line could be named')
+    n_lines = s.count(b'\n') + (not s.endswith(b'\n'))
+    q['blank_lines'] = n_lines - tab.num_rows - q['whitespace_only_lines']
+    out = pd.DataFrame({'user': u, 'movie': m, 'rating': r, 'day': day}, copy=False)
+    key = _pair_key(u, m)
     order = np.argsort(key, kind='stable')
     same = np.diff(key[order]) == 0
+    dropped = 0
     if same.any():
-        if on_duplicate == 'error': _scan_ratings(path)
+        if on_duplicate == 'error':
+            _read_ratings_reference(path, 'error')
+            raise DataFormatError(path, None, 'duplicate (user, movie) pairs, but no line could be named')
         drop = order[:-1][same]            # every occurrence but the last of each duplicated key
+        dropped = len(drop)
         out = out.drop(index=drop).reset_index(drop=True)
+    out.attrs.update(quirks=q, duplicates_dropped=dropped)
     return out
 
-# %% ../nbs/01_data.ipynb #2aa17fd0
+# %% ../nbs/01_data.ipynb #4c07668d
+_DIGITS = re.compile(r'[0-9]+')
+_CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f-\x9f]')
+
+def _decode_title_line(b: bytes, enc: str, path: Path, n: int) -> str:
+    "One line of the titles file decoded by the file's encoding, refusing bytes that would garble it."
+    if enc == 'cp1252' and not b.isascii():
+        bad = next((x for x in b if x in _CP1252_UNDEFINED), None)
+        if bad is not None:
+            raise DataFormatError(path, n, f'byte 0x{bad:02X} is undefined in cp1252 (a control character in latin-1); '
+                                  'pass encoding= explicitly if the file uses another code page', b.decode('latin-1'))
+        try: b.decode('utf-8')
+        except UnicodeDecodeError: pass
+        else: raise DataFormatError(path, n, 'mixed encodings: this line is UTF-8 but the file is not; '
+                                    're-save the file in one encoding, or pass encoding= explicitly', b.decode('utf-8'))
+    try: return b.decode(enc)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, n, f'undecodable bytes for {enc} ({e.reason} at byte {e.start})', b.decode('latin-1')) from None
+
 def read_titles(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
-    """Read `movie_titles.txt` (`id,year,title`): encoding detected (the real file is ISO-8859-1),
-    split on the first two commas only (titles contain commas), `NULL` year -> missing, blank lines skipped."""
+    """Read `movie_titles.txt` (`id,year,title`): encoding decided from the bytes (`detect_encoding`; the real file is
+    ISO-8859-1), split on the first two commas only, `NULL` (or empty) year -> missing, blank lines skipped and counted.
+    `attrs`: `encoding` and the tolerated `quirks`."""
     path = Path(path)
-    if path.stat().st_size == 0: raise DataFormatError(path, None, 'empty file')
-    enc = encoding or detect_encoding(path, sample=0)
-    ids, years, titles = [], [], []
-    with open(path, 'rb') as f:
-        for n, raw in enumerate(f, 1):
-            try: line = raw.decode(enc).rstrip('\r\n')
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, n, f'undecodable bytes for {enc} ({e.reason})', raw.decode('latin-1')) from None
-            if not line.strip(): continue
-            parts = line.split(',', 2)
-            if len(parts) != 3: raise DataFormatError(path, n, 'expected `id,year,title`', line)
-            i, y, t = parts
-            if not i.strip().isdigit(): raise DataFormatError(path, n, 'movie id is not an integer', line)
-            y = y.strip()
-            if y.upper() == 'NULL' or y == '': yv = pd.NA
-            elif y.isdigit(): yv = int(y)
-            else: raise DataFormatError(path, n, 'year is neither an integer nor NULL', line)
-            ids.append(int(i)); years.append(yv); titles.append(t)
+    raw = path.read_bytes()
+    if not raw: raise DataFormatError(path, None, 'empty file')
+    enc = encoding or _decide_encoding(raw)
+    q, ids, years, titles, first = _new_quirks(), [], [], [], {}
+    lines = raw.split(b'\n')
+    if lines[-1] == b'': lines.pop()
+    for n, b in enumerate(lines, 1):
+        if n == 1 and b.startswith(BOM): b = b[3:]; q['bom'] += 1
+        if b.endswith(b'\r'): b = b[:-1]; q['crlf'] += 1
+        line = _decode_title_line(b, enc, path, n)
+        if not line.strip(' \t'):
+            q['whitespace_only_lines' if line else 'blank_lines'] += 1; continue
+        parts = line.split(',', 2)
+        if len(parts) != 3: raise DataFormatError(path, n, 'expected `id,year,title`', line)
+        i, y, t = (p.strip(' \t') for p in parts)
+        if line[0] in ' \t': q['leading_whitespace'] += 1
+        if line[-1] in ' \t': q['trailing_whitespace'] += 1
+        if (i, y) != (parts[0].lstrip(' \t'), parts[1]) or t != parts[2].rstrip(' \t'): q['repeated_whitespace'] += 1
+        if _CONTROL.search(line): raise DataFormatError(path, n, 'control character in the line', line)
+        if not _DIGITS.fullmatch(i): raise DataFormatError(path, n, 'movie id is not a positive integer', line)
+        mid = _parse_id(i.encode(), 'movie id', path, n, line)
+        if y.upper() == 'NULL' or y == '': yv = pd.NA
+        elif _DIGITS.fullmatch(y) and len(y.lstrip('0')) <= 4 and YEARS[0] <= int(y) <= YEARS[1]: yv = int(y)
+        elif _DIGITS.fullmatch(y): raise DataFormatError(path, n, f'year outside {YEARS[0]}..{YEARS[1]}', line)
+        else: raise DataFormatError(path, n, 'year is neither an integer nor NULL', line)
+        if not t: raise DataFormatError(path, n, 'empty title', line)
+        if mid in first: raise DataFormatError(path, n, f'duplicate movie id {mid} (first on line {first[mid]})', line)
+        first[mid] = n; ids.append(mid); years.append(yv); titles.append(t)
+    if not ids: raise DataFormatError(path, None, 'empty file: no titles (only blank lines)')
     df = pd.DataFrame({'movie': np.asarray(ids, np.int64), 'year': pd.array(years, dtype='Int16'), 'title': titles})
-    if df['movie'].duplicated().any():
-        dup = int(df.loc[df['movie'].duplicated(), 'movie'].iloc[0])
-        raise DataFormatError(path, _line_of(path, lambda r: r.split(b',', 1)[0].strip() == str(dup).encode(), nth=2), f'duplicate movie id {dup}')
-    df.attrs['encoding'] = enc
+    df.attrs.update(encoding=enc, quirks=q)
     return df
 
-# %% ../nbs/01_data.ipynb #91387d03
+# %% ../nbs/01_data.ipynb #7abc3d73
 @dataclass
 class Interactions:
     "Observed ratings as COO triples with contiguous indices (int32), float32 ratings and optional int32 days."
@@ -203,10 +362,33 @@ class Interactions:
     @property
     def shape(self) -> tuple[int, int]: return (self.n_users, self.n_items)
 
-    def csr(self) -> sp.csr_matrix:
-        "users x items CSR float32 matrix (0 = unknown; ratings are never 0)."
-        m = sp.csr_matrix((self.rating, (self.user, self.item)), shape=self.shape, dtype=np.float32)
-        m.sum_duplicates(); m.sort_indices()
+    def _keys(self) -> np.ndarray: return self.user.astype(np.int64) * self.n_items + self.item
+
+    def duplicate_count(self) -> int:
+        "How many ratings repeat an earlier (user, item) pair."
+        return len(self) - len(np.unique(self._keys()))
+
+    def csr(self, on_duplicate: str = 'error') -> sp.csr_matrix:
+        """users x items CSR float32 matrix (0 = unknown; ratings are never 0). Duplicate pairs are never summed:
+        `on_duplicate` 'error' (default) raises, 'keep_last' / 'mean' resolve them with a warning giving the count."""
+        if on_duplicate not in ('error', 'keep_last', 'mean'):
+            raise ValueError(f"on_duplicate must be 'error', 'keep_last' or 'mean', got {on_duplicate!r}")
+        m = sp.coo_matrix((self.rating, (self.user, self.item)), shape=self.shape, dtype=np.float32).tocsr()
+        if m.nnz == len(self): m.sort_indices(); return m            # the usual case: no pair repeats
+        n_dup = len(self) - m.nnz
+        if on_duplicate == 'error':
+            k = self._keys(); _, first, cnt = np.unique(k, return_index=True, return_counts=True)
+            u, i = divmod(int(k[first[cnt > 1][0]]), self.n_items)
+            raise ValueError(f'{n_dup:,} ratings repeat a (user, item) pair, e.g. ({u}, {i}); ratings are never summed: '
+                             "pass on_duplicate='keep_last' or 'mean'")
+        if on_duplicate == 'mean':
+            cnt = sp.coo_matrix((np.ones(len(self), np.float32), (self.user, self.item)), shape=self.shape).tocsr()
+            m.data /= cnt.data
+        else:
+            k = self._keys(); last = len(k) - 1 - np.unique(k[::-1], return_index=True)[1]
+            m = sp.coo_matrix((self.rating[last], (self.user[last], self.item[last])), shape=self.shape, dtype=np.float32).tocsr()
+        warnings.warn(f'{n_dup:,} duplicate (user, item) ratings resolved by {on_duplicate!r}', stacklevel=2)
+        m.sort_indices()
         return m
 
     def subset(self, idx: np.ndarray) -> 'Interactions':
@@ -265,17 +447,38 @@ class RatingData:
     _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
 
 # %% ../nbs/01_data.ipynb #b7fdcf2f
+_TABLE_MAX = 50_000_000      # ids up to this use O(n) lookup tables; larger ids (up to MAX_ID) sort instead
+
 def _distinct(ids: np.ndarray) -> np.ndarray:
-    "Sorted distinct non-negative integer ids, via a presence table (linear time; ids are at most a few million)."
-    seen = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=bool); seen[ids] = True
+    "Sorted distinct positive integer ids: a presence table for ids up to `_TABLE_MAX`, `np.unique` above."
+    if not len(ids): return np.zeros(0, np.int64)
+    if int(ids.max()) > _TABLE_MAX: return np.unique(ids)
+    seen = np.zeros(int(ids.max()) + 1, dtype=bool); seen[ids] = True
     return np.flatnonzero(seen)
 
 def _index(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
-    "Positions of `ids` in the sorted array `universe` (all ids present), via a lookup table: O(n), no search."
-    table = np.full(int(max(universe.max(), ids.max())) + 1, -1, dtype=np.int32)
+    "Positions of `ids` in the sorted array `universe` (all ids present): a lookup table, or a binary search for huge ids."
+    if not len(ids): return np.zeros(0, np.int32)
+    top = int(max(universe.max(), ids.max()))
+    if top > _TABLE_MAX: return np.searchsorted(universe, ids).astype(np.int32)
+    table = np.full(top + 1, -1, dtype=np.int32)
     table[universe] = np.arange(len(universe), dtype=np.int32)
     return table[ids]
 
+def _known(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    "Boolean mask: which `ids` are in the sorted array `universe`."
+    if not len(ids): return np.zeros(0, bool)
+    top = int(max(universe.max(), ids.max()))
+    if top > _TABLE_MAX:
+        pos = np.minimum(np.searchsorted(universe, ids), len(universe) - 1)
+        return universe[pos] == ids
+    table = np.zeros(top + 1, dtype=bool); table[universe] = True
+    return table[ids]
+
+assert _distinct(np.array([5, 2**31 - 1, 5])).tolist() == [5, 2**31 - 1]
+assert _index(np.array([2**31 - 1, 5]), np.array([5, 2**31 - 1])).tolist() == [1, 0]
+
+# %% ../nbs/01_data.ipynb #5c90383b
 def course_summary(users: np.ndarray, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     "The validation table the assignment asks for: counts of users and movies in train, test, both and either."
     rows = {}
@@ -289,26 +492,74 @@ def course_summary(users: np.ndarray, train: pd.DataFrame, test: pd.DataFrame) -
     df.loc['users.txt'] = [len(users), np.nan, np.nan, np.nan, np.nan]
     return df.astype('Int64')
 
-def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str = 'error') -> RatingData:
-    users = read_users(folder / 'users.txt')
+# %% ../nbs/01_data.ipynb #825ed985
+def _line_of(path: Path, pred, nth: int = 1) -> int | None:
+    "Line number of the `nth` line whose stripped fields (bytes, split on spaces/tabs) satisfy `pred`."
+    k = 0
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            s = raw.removeprefix(BOM).strip(b' \t\r\n') if n == 1 else raw.strip(b' \t\r\n')
+            if not s: continue
+            try: ok = pred(_FIELD_SEP.split(s))
+            except (ValueError, IndexError): ok = False
+            if ok:
+                k += 1
+                if k == nth: return n
+    return None
+
+def _num(tok: bytes) -> int:
+    "Value of a digit token (at most 10 significant digits), else -1."
+    s = tok.lstrip(b'0')
+    return int(s or b'0') if tok.isdigit() and len(s) <= 10 else -1
+
+# %% ../nbs/01_data.ipynb #27761ec9
+_OVERLAP = ('error', 'drop_from_test', 'drop_from_train')
+
+def _drop_unknown_users(folder: Path, name: str, df: pd.DataFrame, user_ids: np.ndarray, policy: str) -> tuple[pd.DataFrame, int]:
+    "Ratings of users missing from users.txt: an error naming the first line, or dropped (`policy='drop'`) and counted."
+    unknown = ~_known(df['user'].to_numpy(), user_ids)
+    if not unknown.any(): return df, 0
+    if policy == 'error':
+        bad = int(df['user'].to_numpy()[unknown][0])
+        raise DataFormatError(folder / name, _line_of(folder / name, lambda f: _num(f[0]) == bad),
+                              f'user {bad} is not in users.txt ({int(unknown.sum())} such ratings); '
+                              'pass on_unknown_user="drop" to skip them (counted)')
+    return df[~unknown].reset_index(drop=True), int(unknown.sum())
+
+def _split_overlap(folder: Path, train: pd.DataFrame, test: pd.DataFrame, user_ids: np.ndarray,
+                   policy: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    "The same (user, movie) in train and test: an error naming both lines, or dropped from one side and counted."
+    items = _distinct(np.concatenate([train['movie'].to_numpy(), test['movie'].to_numpy()]))
+    key = lambda df: _index(df['user'].to_numpy(), user_ids).astype(np.int64) * len(items) + _index(df['movie'].to_numpy(), items)
+    ktr, kte = key(train), key(test)
+    kind = 'table' if len(user_ids) * len(items) <= 1 << 28 else 'sort'     # a bitmap over the matrix when it is small
+    in_train = np.isin(kte, ktr, kind=kind)
+    if not in_train.any(): return train, test, 0
+    n = int(in_train.sum())
+    if policy == 'error':
+        u, m = int(test['user'].to_numpy()[in_train][0]), int(test['movie'].to_numpy()[in_train][0])
+        same = lambda f: _num(f[0]) == u and _num(f[1]) == m
+        lt, ltr = _line_of(folder / 'netflix_test.txt', same), _line_of(folder / 'netflix_train.txt', same)
+        raise DataFormatError(folder / 'netflix_test.txt', lt, f'(user, movie) = ({u}, {m}) is also in netflix_train.txt line {ltr} '
+                              f'({n} such pairs); pass on_overlap="drop_from_test" or "drop_from_train" (counted)')
+    if policy == 'drop_from_test': return train, test[~in_train].reset_index(drop=True), n
+    return train[~np.isin(ktr, kte, kind=kind)].reset_index(drop=True), test, n
+
+def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str = 'error', on_overlap: str = 'error') -> RatingData:
+    users, q_users = _read_users(folder / 'users.txt')
     train = read_ratings_file(folder / 'netflix_train.txt', on_duplicate)
     test = read_ratings_file(folder / 'netflix_test.txt', on_duplicate)
     titles = read_titles(folder / 'movie_titles.txt')
-    summary = course_summary(users, train, test)
     user_ids = np.sort(users)
-    dropped = {}
-    def known(name: str, df: pd.DataFrame) -> pd.DataFrame:
-        u = df['user'].to_numpy()
-        table = np.zeros(int(max(u.max(), user_ids.max())) + 1, dtype=bool); table[user_ids] = True
-        unknown = ~table[u]
-        if not unknown.any(): return df
-        if on_unknown_user == 'error':
-            bad = int(u[unknown][0])
-            raise DataFormatError(folder / name, _line_of(folder / name, lambda r: r.split(b' ', 1)[0] == str(bad).encode()),
-                                  f'user {bad} is not in users.txt ({int(unknown.sum())} such ratings); pass on_unknown_user="drop" to skip them')
-        dropped[name] = int(unknown.sum())
-        return df[~unknown].reset_index(drop=True)
-    train, test = known('netflix_train.txt', train), known('netflix_test.txt', test)
+    dropped = {'duplicates': {n: df.attrs['duplicates_dropped'] for n, df in (('netflix_train.txt', train), ('netflix_test.txt', test))},
+               'unknown_user': {}, 'overlap': 0}
+    tolerated = {'users.txt': q_users, 'netflix_train.txt': train.attrs['quirks'], 'netflix_test.txt': test.attrs['quirks'],
+                 'movie_titles.txt': titles.attrs['quirks']}
+    train, dropped['unknown_user']['netflix_train.txt'] = _drop_unknown_users(folder, 'netflix_train.txt', train, user_ids, on_unknown_user)
+    test, dropped['unknown_user']['netflix_test.txt'] = _drop_unknown_users(folder, 'netflix_test.txt', test, user_ids, on_unknown_user)
+    train, test, dropped['overlap'] = _split_overlap(folder, train, test, user_ids, on_overlap)
+    if not len(train): raise DataFormatError(folder / 'netflix_train.txt', None, 'no ratings left after the drops')
+    summary = course_summary(users, train, test)                # what was actually loaded
     item_ids = _distinct(np.concatenate([train['movie'].to_numpy(), test['movie'].to_numpy()]))
     def inter(df):
         return Interactions(_index(df['user'].to_numpy(), user_ids), _index(df['movie'].to_numpy(), item_ids),
@@ -317,33 +568,72 @@ def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str
     t = pd.DataFrame({'item_id': item_ids, 'year': t['year'].to_numpy(), 'title': t['title'].to_numpy()})
     info = {'summary': summary, 'titles_encoding': titles.attrs.get('encoding'), 'n_title_lines': len(titles),
             'test_only_users': int(summary.loc['users', 'test only']), 'test_only_movies': int(summary.loc['movies', 'test only']),
-            'dropped_unknown_user_ratings': dropped, 'folder': str(folder)}
+            'dropped': dropped, 'dropped_unknown_user_ratings': {k: v for k, v in dropped['unknown_user'].items() if v},
+            'tolerated': tolerated, 'folder': str(folder)}
     return RatingData('netflix-course', 'course', user_ids, item_ids, inter(train), inter(test), t, None, info)
+
+# %% ../nbs/01_data.ipynb #40b245c5
+def _course_files_problem(folder: Path) -> str | None:
+    "None when `folder` holds the four course files; else what is missing and how to fix it."
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    missing = [f for f in COURSE_FILES if f not in names]
+    if not missing: return None
+    hints = [f"found {n!r}: rename it to {f!r}" for f in missing for n in sorted(names) if n.lower() == f.lower() and n != f]
+    return (f"{folder}: missing course files {missing}" + (f" ({'; '.join(hints)})" if hints else '') +
+            f"; put all four of {list(COURSE_FILES)} there" + ('' if folder.is_dir() else ' (the folder does not exist)'))
+
+# %% ../nbs/01_data.ipynb #632da6cd
+_DIGESTS: dict = {}
+
+def _digest(path: Path, fresh: bool = False) -> str:
+    "`file_digest`, remembered per (path, size, mtime, inode) within the process unless `fresh`."
+    st = path.stat(); key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if fresh or key not in _DIGESTS: _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
 
 def _module_digest() -> str:
     "Digest of this module's source (the exported file); 'notebook' when run from the notebook itself."
     f = globals().get('__file__')
     return file_digest(f) if f and Path(f).suffix == '.py' else 'notebook'
 
+def _cache_unwritable() -> str | None:
+    "Why the cache folder cannot be written, or None when it can."
+    d = cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f'.probe-{os.getpid()}-{secrets.token_hex(4)}'
+        probe.write_bytes(b''); probe.unlink()
+        return None
+    except OSError as e: return f'{type(e).__name__}: {e}'
+
 def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
-                      cache: bool = True) -> RatingData:
+                      on_overlap: str = 'error', cache: bool = True) -> RatingData:
     """Read the four course files from `folder` into a `RatingData` (validated; cached by file content).
 
     Users come from users.txt (sorted ids -> rows); movies are the union of ids in train and test (sorted -> columns).
-    Ratings of users missing from users.txt raise (or are dropped with `on_unknown_user='drop'`, counted in `info`).
+    Policies (all default to an error naming file and line; every drop is counted in `info['dropped']`):
+    `on_duplicate` 'keep_last' for a repeated pair within a file, `on_unknown_user` 'drop' for users missing from
+    users.txt, `on_overlap` 'drop_from_test' / 'drop_from_train' for a pair in both train and test.
     Movies or users seen only in the test set are kept and counted in `info['summary']` ('test only')."""
     folder = Path(folder)
     if on_unknown_user not in ('error', 'drop'): raise ValueError(f"on_unknown_user must be 'error' or 'drop', got {on_unknown_user!r}")
-    missing = [f for f in COURSE_FILES if not (folder / f).exists()]
-    if missing: raise FileNotFoundError(f"{folder}: missing course files {missing}")
-    if not cache: return _read_course(folder, on_duplicate, on_unknown_user)
-    # key: the files' content, the options, and this module's own code (a changed reader invalidates old entries)
-    digests = tuple(file_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
-    return memory().cache(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user)
+    if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
+    if on_overlap not in _OVERLAP: raise ValueError(f"on_overlap must be one of {_OVERLAP}, got {on_overlap!r}")
+    if (problem := _course_files_problem(folder)): raise FileNotFoundError(problem)
+    if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
+    why = _cache_unwritable()
+    if why is None:
+        # key: the files' content, the options, and this module's own code (a changed reader invalidates old entries)
+        digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
+        try: return memory().cache(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
+        except OSError as e: why = f'{type(e).__name__}: {e}'
+    warnings.warn(f"cache folder {cache_dir()} is not writable ({why}); reading {folder} without the cache. "
+                  f"Set {ENV_CACHE} to a writable folder to cache reads.", stacklevel=2)
+    return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
 
-def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str) -> RatingData:
+def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error') -> RatingData:
     "Cached reader: `digests` (content of the files and of this module) enters the cache key only."
-    return _read_course(Path(folder), on_duplicate, on_unknown_user)
+    return _read_course(Path(folder), on_duplicate, on_unknown_user, on_overlap)
 
 # %% ../nbs/01_data.ipynb #b708f64a
 @dataclass
@@ -480,57 +770,162 @@ def _simulate(shape: NetflixShape):
     truth = dict(mu=0.0, bu=bu, bi=bi, P=P, Q=Q, thresholds=thresholds, noise=s.noise, **time)
     return u, i, rating, day, truth
 
+# %% ../nbs/01_data.ipynb #a7ee032d
+_GEN_NAME = 'thu_big_data_ml.data.generate_netflix_like'
+_GEN_FILES = COURSE_FILES + ('truth.npz',)
+
+def _save_npz(path: Path, **arrays) -> None:
+    "`np.savez_compressed` with fixed zip timestamps, so that the same arrays give the same bytes (digests are stable)."
+    import zipfile
+    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_DEFLATED) as z:
+        for k, v in arrays.items():
+            buf = io.BytesIO(); np.lib.format.write_array(buf, np.asanyarray(v), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f'{k}.npy', date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+
+def _file_record(path: Path) -> dict:
+    "Size, line count and digest of a published file, as kept in the manifest."
+    with open(path, 'rb') as f: lines = sum(b.count(b'\n') for b in iter(lambda: f.read(1 << 22), b''))
+    return {'bytes': path.stat().st_size, 'lines': lines, 'digest': _digest(path, fresh=True)}
+
+def _manifest_problems(folder: Path, manifest: dict) -> list[str]:
+    "What differs between the published files and the manifest (empty when every file matches)."
+    files = manifest.get('files')
+    if not isinstance(files, dict) or set(files) != set(_GEN_FILES): return ['the manifest lists no file digests (older generator)']
+    out = []
+    for f in _GEN_FILES:
+        p, want = folder / f, files[f]
+        if not p.exists(): out.append(f'{f} is missing')
+        elif p.stat().st_size != want.get('bytes'): out.append(f'{f} has {p.stat().st_size:,} bytes, the manifest says {want.get("bytes"):,}')
+        elif _digest(p, fresh=True) != want.get('digest'): out.append(f'{f} does not match its digest in the manifest (damaged or edited)')
+    return out
+
+assert _manifest_problems(Path('.'), {}) == ['the manifest lists no file digests (older generator)']
+
+# %% ../nbs/01_data.ipynb #324dfe29
+def _tmp_name(final: Path) -> Path:
+    return final.parent / f'.{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}'
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == 'nt': return True                    # no safe probe there; such folders are swept by age instead
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _sweep_tmp(final: Path, max_age_s: float = 86_400) -> list[Path]:
+    "Remove temporary folders of `final` left by dead processes (or older than `max_age_s`); returns what was removed."
+    import time
+    gone = []
+    if not final.parent.is_dir(): return gone
+    for p in final.parent.glob(f'.{final.name}.tmp-*'):
+        m = re.fullmatch(rf'\.{re.escape(final.name)}\.tmp-(\d+)-[0-9a-f]+', p.name)
+        if not m or not p.is_dir(): continue
+        try: old = time.time() - p.stat().st_mtime > max_age_s
+        except OSError: continue
+        if not _pid_alive(int(m.group(1))) or old:
+            shutil.rmtree(p, ignore_errors=True)
+            if not p.exists(): gone.append(p)
+    return gone
+
+class _Interrupted(BaseException):
+    "Raised inside the generator when SIGTERM arrives, so that clean-up runs."
+
+@contextmanager
+def _removed_on_interrupt(tmp: Path):
+    "Remove `tmp` however the block ends: normally, by exception, Ctrl-C, or SIGTERM (re-delivered afterwards)."
+    main = threading.current_thread() is threading.main_thread()
+    prev = signal.getsignal(signal.SIGTERM) if main else None
+    def on_term(signum, frame): raise _Interrupted(signum)
+    if main and prev is not None: signal.signal(signal.SIGTERM, on_term)
+    try: yield tmp
+    except _Interrupted as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if main and prev is not None: signal.signal(signal.SIGTERM, prev)
+        prev = None
+        os.kill(os.getpid(), e.args[0])                # the previous handler (default: terminate) sees the signal
+        raise KeyboardInterrupt('terminated') from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if main and prev is not None: signal.signal(signal.SIGTERM, prev)
+
+# %% ../nbs/01_data.ipynb #2c3d3f3b
+def _publish(tmp: Path, final: Path) -> None:
+    "Move the generated files from `tmp` to `final`, touching no other file there."
+    if not final.exists():
+        try: os.rename(tmp, final); return             # atomic: readers never see half-written data
+        except OSError: pass                           # someone created it meanwhile: publish file by file
+    final.mkdir(parents=True, exist_ok=True)
+    for f in _GEN_FILES: os.replace(tmp / f, final / f)
+    os.replace(tmp / 'manifest.json', final / 'manifest.json')   # last: a complete set is announced only once present
+
+# %% ../nbs/01_data.ipynb #3b0dc3b7
+def _write_generated(tmp: Path, shape: NetflixShape, params: dict, progress: bool) -> None:
+    "Simulate `shape` and write the four course files, truth.npz and the manifest into `tmp`."
+    from tqdm.auto import tqdm
+    with tqdm(total=5, desc='generate Netflix-shaped data', disable=not progress) as steps:
+        u, i, rating, day, truth = _simulate(shape); steps.update()
+        rng = np.random.default_rng(shape.seed + 1)
+        user_ids = np.sort(rng.choice(np.arange(1, 2_649_430), size=shape.n_users, replace=False))
+        user_order = rng.permutation(shape.n_users)                   # users.txt is not sorted
+        movie_ids = np.arange(1, shape.n_movies + 1)
+        is_test = rng.random(len(u)) < shape.test_fraction
+        (tmp / 'users.txt').write_text('\n'.join(map(str, user_ids[user_order])) + '\n\n')
+        for name, m in (('netflix_train.txt', ~is_test), ('netflix_test.txt', is_test)):
+            df = pd.DataFrame({'u': user_ids[u[m]], 'i': movie_ids[i[m]], 'r': rating[m], 'd': _day_strings(day[m])})
+            with open(tmp / name, 'w', newline='\n') as f:
+                df.to_csv(f, sep=' ', header=False, index=False); f.write('\n')
+            steps.update()
+        titles, years = _titles(rng, shape.n_titles)
+        with open(tmp / 'movie_titles.txt', 'w', encoding='iso-8859-1', newline='\n') as f:
+            for j, (t, y) in enumerate(zip(titles, years), 1): f.write(f"{j},{'NULL' if y is None else y},{t}\n")
+            f.write('\n')
+        steps.update()
+        _save_npz(tmp / 'truth.npz', user_ids=user_ids, movie_ids=movie_ids, **{k: np.asarray(v) for k, v in truth.items()})
+        (tmp / 'manifest.json').write_text(json.dumps({
+            'generator': _GEN_NAME, 'params': params, 'n_train': int((~is_test).sum()), 'n_test': int(is_test.sum()),
+            'files': {f: _file_record(tmp / f) for f in _GEN_FILES}}, indent=1))
+        steps.update()
+
 def generate_netflix_like(folder: str | Path, shape: NetflixShape | None = None, overwrite: bool = False,
                           progress: bool = True) -> Path:
     """Write the four course files (course format and quirks) plus `truth.npz` and `manifest.json` to `folder`.
 
-    Deterministic for `shape.seed`. Existing files from the same parameters are reused; files from other parameters
-    are never overwritten unless `overwrite=True`."""
-    from tqdm.auto import tqdm
+    Deterministic for `shape.seed`. Files from the same parameters that match the manifest are reused; a damaged file
+    is regenerated when `overwrite=True` and reported otherwise; files from other parameters are replaced only with
+    `overwrite=True`. Only these six names are ever written or replaced; other files in `folder` are left alone, and
+    course files not made by the generator are never overwritten."""
     shape = shape or NetflixShape()
-    folder = Path(folder)
-    manifest = folder / 'manifest.json'
+    final = Path(folder)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in shape.__dict__.items()}
+    _sweep_tmp(final)
+    manifest = final / 'manifest.json'
     if manifest.exists():
-        old = json.loads(manifest.read_text())
-        if old.get('params') == params and all((folder / f).exists() for f in COURSE_FILES): return folder
-        if not overwrite: raise FileExistsError(f"{folder} holds generated data with other parameters; pass overwrite=True or another folder")
-    elif folder.exists() and any((folder / f).exists() for f in COURSE_FILES):
-        raise FileExistsError(f"{folder} holds course files not made by the generator; refusing to overwrite them")
-    final, folder = folder, folder.with_name(f'.{folder.name}.tmp{os.getpid()}')
-    folder.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=5, desc='generate Netflix-shaped data', disable=not progress)
-    u, i, rating, day, truth = _simulate(shape); steps.update()
-    rng = np.random.default_rng(shape.seed + 1)
-    user_ids = np.sort(rng.choice(np.arange(1, 2_649_430), size=shape.n_users, replace=False))
-    user_order = rng.permutation(shape.n_users)                   # users.txt is not sorted
-    movie_ids = np.arange(1, shape.n_movies + 1)
-    is_test = rng.random(len(u)) < shape.test_fraction
-    (folder / 'users.txt').write_text('\n'.join(map(str, user_ids[user_order])) + '\n\n')
-    for name, m in (('netflix_train.txt', ~is_test), ('netflix_test.txt', is_test)):
-        df = pd.DataFrame({'u': user_ids[u[m]], 'i': movie_ids[i[m]], 'r': rating[m], 'd': _day_strings(day[m])})
-        with open(folder / name, 'w', newline='\n') as f:
-            df.to_csv(f, sep=' ', header=False, index=False); f.write('\n')
-        steps.update()
-    titles, years = _titles(rng, shape.n_titles)
-    with open(folder / 'movie_titles.txt', 'w', encoding='iso-8859-1', newline='\n') as f:
-        for j, (t, y) in enumerate(zip(titles, years), 1): f.write(f"{j},{'NULL' if y is None else y},{t}\n")
-        f.write('\n')
-    steps.update()
-    np.savez_compressed(folder / 'truth.npz', user_ids=user_ids, movie_ids=movie_ids,
-                        **{k: np.asarray(v) for k, v in truth.items()})
-    (folder / 'manifest.json').write_text(json.dumps({'generator': 'thu_big_data_ml.data.generate_netflix_like', 'params': params,
-                                    'n_train': int((~is_test).sum()), 'n_test': int(is_test.sum())}, indent=1))
-    steps.update(); steps.close()
-    # publish atomically: concurrent readers never see half-written files
-    import shutil
-    if final.exists() and (final / 'manifest.json').exists() and overwrite: shutil.rmtree(final)
-    elif final.exists() and not any(final.iterdir()): final.rmdir()
-    try: os.rename(folder, final)
-    except OSError:                      # another process published the same data first
-        shutil.rmtree(folder, ignore_errors=True)
+        try: old = json.loads(manifest.read_text(encoding='utf-8'))
+        except (ValueError, OSError) as e:
+            raise DataFormatError(manifest, None, f'unreadable manifest ({e}); it may be damaged: delete {final} '
+                                  '(or just manifest.json and the files it describes) to regenerate') from None
+        if not isinstance(old, dict) or old.get('generator') not in (_GEN_NAME, None) or 'params' not in old:
+            raise FileExistsError(f"{manifest} was not written by the generator; refusing to touch {final}")
+        if old['params'] == params:
+            problems = _manifest_problems(final, old)
+            if not problems: return final
+            if not overwrite:
+                raise DataFormatError(final, None, f"generated data does not match its manifest: {'; '.join(problems)}; "
+                                      'pass overwrite=True to regenerate')
+            warnings.warn(f"regenerating {final}: {'; '.join(problems)}", stacklevel=2)
+        elif not overwrite:
+            raise FileExistsError(f"{final} holds generated data with other parameters; pass overwrite=True or another folder")
+    else:
+        foreign = [f for f in _GEN_FILES if (final / f).exists()]
+        if foreign: raise FileExistsError(f"{final} holds course files not made by the generator ({foreign}); refusing to overwrite them")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _removed_on_interrupt(_tmp_name(final)) as tmp:
+        tmp.mkdir()
+        _write_generated(tmp, shape, params, progress)
+        _publish(tmp, final)
     return final
 
+# %% ../nbs/01_data.ipynb #2519939c
 def load_truth(folder: str | Path, data: RatingData) -> dict:
     "The generator's truth re-indexed to `data`'s user and item indices."
     z = np.load(Path(folder) / 'truth.npz')
@@ -541,7 +936,7 @@ def load_truth(folder: str | Path, data: RatingData) -> dict:
     for k in ('mu', 'noise', 'time_effect', 'mid_day', 'half_span'): t[k] = float(t[k])
     return t
 
-# %% ../nbs/01_data.ipynb #a7ee032d
+# %% ../nbs/01_data.ipynb #fd5e9131
 def generated_dir() -> Path:
     "Where the default generated data lives: `<data>/netflix_generated`."
     return data_dir() / 'netflix_generated'
@@ -550,23 +945,34 @@ def course_dir() -> Path:
     "Where real course files are looked for: `<data>/netflix`."
     return data_dir() / 'netflix'
 
+def _real_files_present(folder: Path) -> bool:
+    "True when `folder` holds the four course files; False when it holds none of them (any case); else an error."
+    if not folder.is_dir(): return False
+    names = {p.name.lower() for p in folder.iterdir()}
+    if not any(f.lower() in names for f in COURSE_FILES): return False
+    problem = _course_files_problem(folder)
+    if problem is None: return True
+    raise FileNotFoundError(f"{problem}. Real course files were found but not all of them, so generated data is not used "
+                            f"instead; complete the folder, or move it away to use generated data.")
+
 def load_course_data(folder: str | Path | None = None, scale: str = 'full', seed: int = 0,
-                     progress: bool = True) -> RatingData:
+                     progress: bool = True, **policies) -> RatingData:
     """The assignment's data. Real course files when present (`folder`, default `data/netflix/`); otherwise
     Netflix-shaped generated files, made on first use in `data/netflix_generated/` (`scale='small'`: a small
-    version in `data/netflix_generated_small/`, for tests). `RatingData.source` says which was used."""
+    version in `data/netflix_generated_small/`, for tests). `RatingData.source` says which was used.
+    `policies` (`on_duplicate`, `on_unknown_user`, `on_overlap`) go to `read_course_files`."""
     if scale not in ('full', 'small'): raise ValueError(f"scale must be 'full' or 'small', got {scale!r}")
-    if folder is None and scale == 'full' and all((course_dir() / f).exists() for f in COURSE_FILES):
+    if folder is None and scale == 'full' and _real_files_present(course_dir()):
         folder = course_dir()
     if folder is not None and not (Path(folder) / 'manifest.json').exists():
-        return read_course_files(folder)            # real files (raises naming what is missing)
+        return read_course_files(folder, **policies)            # real files (raises naming what is missing)
     shape = NetflixShape(seed=seed) if scale == 'full' else NetflixShape(seed=seed).small()
     if folder is None:
         folder = generated_dir() if scale == 'full' else data_dir() / 'netflix_generated_small'
         if seed: folder = folder.with_name(f'{folder.name}_seed{seed}')
         generate_netflix_like(folder, shape, overwrite=True, progress=progress)   # derived data: regenerate if stale
     folder = Path(folder)
-    data = read_course_files(folder)
+    data = read_course_files(folder, **policies)
     data.name = f"netflix-generated{'' if scale == 'full' else '-small'}"
     data.source, data.truth = 'generated', load_truth(folder, data)
     return data
@@ -685,45 +1091,108 @@ def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndar
 # %% ../nbs/01_data.ipynb #4869e57c
 DEFAULT_COURSE_URLS: dict[str, str] = {}   # file name -> URL; fill in (or pass `urls=`) where the course files are hosted
 
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    "(first, last, total or None) of a `Content-Range: bytes a-b/n` header, else None."
+    m = re.fullmatch(r'\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*', value or '')
+    return None if m is None else (int(m.group(1)), int(m.group(2)), None if m.group(3) == '*' else int(m.group(3)))
+
+def _validator(headers) -> str | None:
+    "A validator usable with If-Range: a strong ETag, else Last-Modified."
+    etag = headers.get('ETag')
+    if etag and not etag.strip().startswith('W/'): return etag.strip()
+    return headers.get('Last-Modified')
+
+def _verify_file(p: Path, url: str, sha256: str | None, md5: str | None) -> None:
+    "Raise `ValueError` naming the URL when a checksum differs."
+    import hashlib
+    for algo, want in (('sha256', sha256), ('md5', md5)):
+        if want:
+            h = hashlib.new(algo)
+            with open(p, 'rb') as f:
+                while b := f.read(1 << 20): h.update(b)
+            if h.hexdigest().lower() != want.lower():
+                raise ValueError(f"{url}: {algo} mismatch (got {h.hexdigest()}, expected {want})")
+
+assert _content_range('bytes 10-99/100') == (10, 99, 100) and _content_range('bytes */100') is None
+assert _validator({'ETag': 'W/"x"', 'Last-Modified': 'Mon'}) == 'Mon'
+
+# %% ../nbs/01_data.ipynb #95e847d7
 def download_file(url: str, dest: str | Path, sha256: str | None = None, md5: str | None = None,
                   resume: bool = True, progress: bool = True, timeout: float = 30.0, chunk: int = 1 << 16) -> Path:
-    """Download `url` to `dest` with a progress bar, resuming a partial `dest.part` (HTTP Range), and verifying
-    `sha256` / `md5` when given. The final file appears only when complete and verified."""
-    import hashlib
+    """Download `url` to `dest`: progress bar, resume of `dest.part` only when the server confirms the same file,
+    size and checksum (`sha256` / `md5`) verified before the final rename. Network failures raise `ConnectionError`
+    naming the URL (the valid partial file is kept for the next try); a checksum mismatch raises `ValueError`."""
+    import http.client
     from tqdm.auto import tqdm
-    dest = Path(dest); part = dest.with_name(dest.name + '.part')
-    def verify(p: Path) -> None:
-        for algo, want in (('sha256', sha256), ('md5', md5)):
-            if want:
-                h = hashlib.new(algo)
-                with open(p, 'rb') as f:
-                    while b := f.read(1 << 20): h.update(b)
-                if h.hexdigest().lower() != want.lower():
-                    raise ValueError(f"{url}: {algo} mismatch (got {h.hexdigest()}, expected {want}); kept as {p} for inspection")
+    dest = Path(dest); part = dest.with_name(dest.name + '.part'); meta = dest.with_name(dest.name + '.part.json')
     if dest.exists():
-        verify(dest); return dest
+        _verify_file(dest, url, sha256, md5); return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if (resume and part.exists()) else 0
-    req = urllib.request.Request(url, headers={'Range': f'bytes={have}-'} if have else {})
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:   # already complete
-            part.rename(dest); verify(dest); return dest
-        raise ConnectionError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise ConnectionError(f"{url}: cannot download ({e}); check the network or place the file at {dest} by hand") from None
-    with resp:
-        if have and resp.status != 206: have = 0          # server ignored Range: start again
-        total = resp.headers.get('Content-Length')
-        total = int(total) + have if total is not None else None
-        with open(part, 'ab' if have else 'wb') as f, tqdm(total=total, initial=have, unit='B', unit_scale=True,
-                                                           desc=dest.name, disable=not progress) as bar:
-            while b := resp.read(chunk):
-                f.write(b); bar.update(len(b))
-    if total is not None and part.stat().st_size != total:
-        raise ConnectionError(f"{url}: incomplete download ({part.stat().st_size} of {total} bytes); run again to resume")
-    verify(part); part.rename(dest)
+    def discard():
+        part.unlink(missing_ok=True); meta.unlink(missing_ok=True)
+    have, val, total = 0, None, None
+    if part.exists():
+        try: m = json.loads(meta.read_text())
+        except (OSError, ValueError): m = {}
+        size = part.stat().st_size
+        if resume and isinstance(m, dict) and m.get('url') == url and m.get('validator') and size <= (m.get('total') or size):
+            have, val, total = size, m['validator'], m.get('total')
+        else: discard()                                       # stale: other URL, no validator, or oversized
+    net_errors = (OSError, http.client.HTTPException)
+    for attempt in range(2):
+        headers = {'Accept-Encoding': 'identity', 'User-Agent': 'thu_big_data_ml'}
+        if have: headers.update({'Range': f'bytes={have}-', 'If-Range': val})
+        try: resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code == 416 and have:
+                if total is not None and have == total: break   # the partial file is already complete: verify below
+                discard(); have, total = 0, None; continue
+            raise ConnectionError(f"{url}: HTTP {e.code} {e.reason}" + ('; partial file kept for the next try' if part.exists() else '')) from None
+        except net_errors as e:
+            reason = getattr(e, 'reason', e)
+            raise ConnectionError(f"{url}: cannot download ({reason}); check the network or place the file at {dest} by hand") from None
+        with resp:
+            length = resp.headers.get('Content-Length')
+            length = int(length) if length and length.strip().isdigit() else None
+            if have and resp.status == 206:
+                cr = _content_range(resp.headers.get('Content-Range'))
+                etag = _validator(resp.headers)
+                if cr is None or cr[0] != have or (total is not None and cr[2] != total) or (etag and etag != val):
+                    discard(); have, total = 0, None; continue  # not the continuation of our partial file: restart
+                total = cr[2]
+            elif resp.status == 206:
+                cr = _content_range(resp.headers.get('Content-Range'))
+                if cr is None or cr[0] != 0: raise ConnectionError(f"{url}: unexpected partial response {resp.headers.get('Content-Range')!r}")
+                total, val = cr[2], _validator(resp.headers)
+            else:                                                # 200: the whole file (new, changed, or Range ignored)
+                if have: discard(); have = 0
+                total, val = length, _validator(resp.headers)
+            meta.write_text(json.dumps({'url': url, 'validator': val, 'total': total}))
+            with open(part, 'ab' if have else 'wb') as f, tqdm(total=total, initial=have, unit='B', unit_scale=True,
+                                                               desc=dest.name, disable=not progress) as bar:
+                try:
+                    while b := resp.read(chunk):
+                        f.write(b); bar.update(len(b))
+                except http.client.IncompleteRead as e:
+                    f.write(e.partial)
+                    raise ConnectionError(f"{url}: connection closed early ({f.tell():,} of {total or '?'} bytes); "
+                                          f"partial file {part} kept: run again to resume") from None
+                except net_errors as e:
+                    raise ConnectionError(f"{url}: transfer stalled or failed ({e}) after {f.tell():,} of {total or '?'} bytes; "
+                                          f"partial file {part} kept: run again to resume") from None
+        break
+    size = part.stat().st_size if part.exists() else 0
+    if total is not None and size > total:
+        discard(); raise ConnectionError(f"{url}: received {size:,} bytes, more than the announced {total:,}; discarded, run again")
+    if total is not None and size < total:
+        raise ConnectionError(f"{url}: incomplete download ({size:,} of {total:,} bytes); partial file kept: run again to resume")
+    if total is None and not (sha256 or md5):
+        warnings.warn(f"{url}: the server announced no size and no checksum was given; the file cannot be verified", stacklevel=2)
+    try: _verify_file(part, url, sha256, md5)
+    except ValueError as e:
+        discard(); raise ValueError(f"{e}; the download was discarded") from None
+    os.replace(part, dest); meta.unlink(missing_ok=True)
     return dest
 
 def download_course_files(urls: dict[str, str] | None = None, folder: str | Path | None = None,
