@@ -80,7 +80,8 @@ undefined = m.info_['pairs'] - m.info_['defined']
 
 TAIL = """
 np.save(PRED, np.asarray(pred, np.float32))
-rmse = float(np.sqrt(np.mean((np.asarray(pred, np.float64) - z['tr']) ** 2)))
+from thu_big_data_ml.metrics import rmse as _rmse       # after the timed part: the import costs no peak memory there
+rmse = _rmse(pred, z['tr'])
 print('RESULT ' + json.dumps(dict(similarity_s=t1 - t0, predict_s=t2 - t1, total_s=t2 - t0, cpu_s=c2 - c0, peak_mb=rss_mb(),
                                   input_mb=input_mb, rmse=rmse, undefined=undefined,
                                   warmup_s=globals().get('warmup'))))

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from thu_big_data_ml.cf import (CosineCF, NeighbourCF, VARIANTS, cosine_cf_reference, cross_validate, evaluate,
-                                fit_baseline, make_variant, pair_sums, rating_matrix, rmse, similarity_matrix)
+from thu_big_data_ml.cf import (CosineCF, NeighbourCF, VARIANTS, cosine_cf_reference, cross_validate, fit_baseline,
+                                make_variant, pair_sums, rating_matrix, similarity_matrix)
+from thu_big_data_ml.metrics import evaluate
 
 
 def random_problem(n_u=70, n_i=45, density=0.3, seed=0, n_test=400):
@@ -103,12 +104,13 @@ def test_fallback_chain_is_applied_and_counted():
     X, train, tu, ti = random_problem(seed=8)
     m = CosineCF().fit(train)
     raw = m.predict_raw(tu, ti)
-    # add an unknown user (index n_users) and an unknown movie
-    qu = np.r_[tu, 70, 0]; qi = np.r_[ti, 0, 45]
+    # add the user without training ratings (2) at a rated movie and the unrated movie (5) for a rated user
+    qu = np.r_[tu, 2, 0]; qi = np.r_[ti, 0, 5]
     pred = m.predict(qu, qi)
     info = m.info_
-    assert pred.dtype == np.float32 and np.isfinite(pred).all()
-    assert info['pairs'] == len(qu) and info['unknown_user'] == 1 and info['unknown_item'] == 1
+    assert pred.dtype == np.float64 and np.isfinite(pred).all()
+    assert info['pairs'] == len(qu) and info['unseen_user'] == (qu == 2).sum() and info['unseen_item'] == (qi == 5).sum()
+    assert info['fallback'] == ((qu == 2) | (qi == 5)).sum()
     undefined = int(np.isnan(raw).sum()) + 2
     assert info['user_mean'] + info['item_mean'] + info['global_mean'] == undefined
     assert info['defined'] == len(qu) - undefined
@@ -118,24 +120,44 @@ def test_fallback_chain_is_applied_and_counted():
         if np.isnan(r):   # the user without ratings falls to the movie mean, the unrated movie to the user mean
             want = user_mean[u] if (X[u] > 0).any() else (item_mean[j] if (X[:, j] > 0).any() else X[X > 0].mean())
             assert p == pytest.approx(want, abs=1e-5)
-    assert pred[-2] == pytest.approx(item_mean[0], abs=1e-5)      # unknown user -> movie mean
-    assert pred[-1] == pytest.approx(user_mean[0], abs=1e-5)      # unknown movie -> user mean
+    assert pred[-2] == pytest.approx(item_mean[0], abs=1e-5)      # unseen user -> movie mean
+    assert pred[-1] == pytest.approx(user_mean[0], abs=1e-5)      # unseen movie -> user mean
     # user 2 has no ratings and movie 5 has none: the global mean
     assert m.predict(np.array([2]), np.array([5]))[0] == pytest.approx(X[X > 0].mean(), abs=1e-5)
     assert m.info_['global_mean'] == 1
 
 
-def test_baseline_fallback_and_clipping():
+def test_baseline_fallback_and_clipping_in_evaluate_only():
     X, train, tu, ti = random_problem(seed=9)
     m = NeighbourCF(kind='item', sim='pearson_baseline', target='baseline', k=5, shrinkage=5).fit(train)
-    p = m.predict(np.r_[tu, 999], np.r_[ti, 0])
-    assert m.info_['baseline'] >= 1 and m.info_['user_mean'] == 0
+    p = m.predict(np.r_[tu, 2], np.r_[ti, 0])                    # user 2 has no training rating: b_u = 0
+    assert m.info_['baseline'] >= 1 and m.info_['user_mean'] == 0 and m.bu_[2] == 0
     assert p[-1] == pytest.approx(m.mu_ + m.bi_[0], abs=1e-5)
-    pc = m.predict(tu, ti, clip=True)
-    assert pc.min() >= 1 and pc.max() <= 5
     test = (tu, ti, np.ones(len(tu), np.float32), 70, 45)
-    e = evaluate(m, test)
-    assert e['rmse_clipped'] <= e['rmse'] + 1e-12
+    e, e_raw = evaluate(m, test), evaluate(m, test, clip=None)
+    raw = m.predict(tu, ti)
+    assert raw.min() < 1 and e['clipped'] == (raw < 1).sum() + (raw > 5).sum() > 0   # predict does not clip ...
+    assert e['rmse'] < e_raw['rmse']                                                 # ... evaluate does
+    assert e['baseline'] == m.info_['baseline'] and e['pairs'] == len(tu)
+
+
+def test_out_of_range_indices_are_errors_not_fallbacks():
+    X, train, tu, ti = random_problem(seed=9)
+    for m in (CosineCF().fit(train), NeighbourCF(kind='item', target='baseline', k=3).fit(train)):
+        with pytest.raises(ValueError, match=r'user indices must lie in \[0, 70\)'):
+            m.predict(np.r_[tu, 70], np.r_[ti, 0])
+        with pytest.raises(ValueError, match=r'item indices must lie in \[0, 45\)'):
+            m.predict(np.array([0]), np.array([45]))
+        with pytest.raises(ValueError, match='indices must lie'):
+            m.predict_raw(np.array([0]), np.array([10**6]))
+        with pytest.raises(ValueError, match='indices must lie'):
+            m.explain(70, 0)
+
+
+def test_fit_baseline_without_regularisation_leaves_unseen_biases_at_zero():
+    u, i, r = np.array([0, 1]), np.array([0, 0]), np.array([4.0, 2.0])
+    mu, bu, bi = fit_baseline(u, i, r, 3, 2, reg_user=0, reg_item=0, n_epochs=3)
+    assert np.isfinite(bu).all() and np.isfinite(bi).all() and bu[2] == 0 and bi[1] == 0
 
 
 def test_fit_baseline_matches_closed_form_for_one_sweep():
@@ -177,7 +199,7 @@ def test_cross_validate_shares_folds_and_reports_rows():
     assert (cv['rmse'] > 0).all() and (cv['rmse'] < 4).all()
     m = make_variant(names[0]).fit(data.subset(folds[0][0]))
     va = data.subset(folds[0][1])
-    assert cv.query('fold == 0')['rmse'].iloc[0] == pytest.approx(rmse(m.predict(va.user, va.item, clip=True), va.rating))
+    assert cv.query('fold == 0')['rmse'].iloc[0] == pytest.approx(evaluate(m, va)['rmse'])
 
 
 # ---------------------------------------------------------------- bad input
@@ -189,7 +211,7 @@ def test_bad_k(k):
 
 def test_bad_options():
     for kw, msg in ((dict(kind='movie'), 'kind'), (dict(sim='jaccard'), 'sim'), (dict(target='median'), 'target'),
-                    (dict(shrinkage=-1), 'shrinkage'), (dict(min_k=0), 'min_k'), (dict(rating_range=(5, 1)), 'rating_range'),
+                    (dict(shrinkage=-1), 'shrinkage'), (dict(min_k=0), 'min_k'),
                     (dict(device='gpu'), 'device'), (dict(dtype=np.int32), 'dtype')):
         with pytest.raises(ValueError, match=msg):
             NeighbourCF(**kw)
@@ -204,9 +226,9 @@ def test_mismatched_shapes_and_empty_test_set():
     m = CosineCF().fit(train)
     with pytest.raises(ValueError, match='one length'):
         m.predict(tu, ti[:-1])
-    with pytest.raises(ValueError, match='empty test set'):
-        m.predict(np.array([], np.int64), np.array([], np.int64))
-    with pytest.raises(ValueError, match='>= 0'):
+    empty = m.predict(np.array([], np.int64), np.array([], np.int64))
+    assert empty.shape == (0,) and empty.dtype == np.float64 and m.info_['pairs'] == 0
+    with pytest.raises(ValueError, match='indices must lie'):
         m.predict(np.array([-1]), np.array([0]))
     with pytest.raises(TypeError, match='integer'):
         m.predict(np.array([0.5]), np.array([0]))
@@ -216,16 +238,12 @@ def test_mismatched_shapes_and_empty_test_set():
         cosine_cf_reference(X, np.zeros((3, 3), int))
     with pytest.raises(ValueError, match='2-d'):
         cosine_cf_reference(X[0], np.zeros((3, 2), int))
-    with pytest.raises(ValueError, match='empty test set'):
-        rmse(np.array([]), np.array([]))
-    with pytest.raises(ValueError, match='shapes differ'):
-        rmse(np.ones(3), np.ones(4))
 
 
 def test_bad_training_data():
     with pytest.raises(RuntimeError, match='not fitted'):
         CosineCF().predict(np.array([0]), np.array([0]))
-    with pytest.raises(ValueError, match='empty training set'):
+    with pytest.raises(ValueError, match='empty'):
         CosineCF().fit((np.array([], int), np.array([], int), np.array([], np.float32), 3, 3))
     with pytest.raises(ValueError, match='one length'):
         CosineCF().fit((np.array([0, 1]), np.array([0]), np.array([1.0]), 3, 3))
@@ -245,3 +263,7 @@ def test_pair_sums_rejects_bad_k():
     M = rating_matrix(np.array([0]), np.array([0]), np.array([1.0]), 2, 2).T.tocsr()
     with pytest.raises(ValueError, match='k must be'):
         pair_sums(S, M, np.array([0]), np.array([0]), k=0)
+    with pytest.raises(ValueError, match='indices must lie'):      # the numba kernels do no bounds checks
+        pair_sums(S, M, np.array([2]), np.array([0]))
+    with pytest.raises(ValueError, match='indices must lie'):
+        pair_sums(S, M, np.array([0]), np.array([2]))

@@ -12,43 +12,18 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .metrics import check_pairs, check_triples, evaluate, unseen_info
+
 # %% auto #0
 __all__ = ['SIMILARITIES', 'TARGETS', 'FALLBACKS', 'SURPRISE_RMSE', 'VARIANTS', 'rating_matrix', 'cosine_cf_reference',
            'cosine_similarity_matrix', 'similarity_matrix', 'compact_columns', 'pair_sums', 'pair_sums_torch',
-           'fit_baseline', 'rmse', 'NeighbourCF', 'CosineCF', 'evaluate', 'make_variant', 'cross_validate']
+           'fit_baseline', 'NeighbourCF', 'CosineCF', 'make_variant', 'cross_validate']
 
 # %% ../nbs/02_cosine_cf.ipynb #add1e9d2
-def _triples(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    "(user, item, rating, n_users, n_items) from an `Interactions`-like object (or a 5-tuple), validated."
-    if isinstance(data, tuple) and len(data) == 5: u, i, r, n_u, n_i = data
-    else:
-        try: u, i, r, n_u, n_i = data.user, data.item, data.rating, data.n_users, data.n_items
-        except AttributeError:
-            raise TypeError(f"expected an Interactions (user, item, rating, n_users, n_items), got {type(data).__name__}") from None
-    u, i = np.asarray(u), np.asarray(i)
-    r = np.asarray(r, dtype=np.float32)
-    if not (u.ndim == i.ndim == r.ndim == 1) or not (len(u) == len(i) == len(r)):
-        raise ValueError(f"user, item and rating must be 1-d arrays of one length, got shapes {u.shape}, {i.shape}, {r.shape}")
-    if len(u) == 0: raise ValueError("empty training set: no ratings to learn from")
-    if not (np.issubdtype(u.dtype, np.integer) and np.issubdtype(i.dtype, np.integer)):
-        raise TypeError(f"user and item must be integer indices, got {u.dtype} and {i.dtype}")
-    n_u, n_i = int(n_u), int(n_i)
-    if u.min() < 0 or u.max() >= n_u: raise ValueError(f"user indices must lie in [0, {n_u}), got [{u.min()}, {u.max()}]")
-    if i.min() < 0 or i.max() >= n_i: raise ValueError(f"item indices must lie in [0, {n_i}), got [{i.min()}, {i.max()}]")
-    if not np.isfinite(r).all(): raise ValueError("ratings must be finite")
-    return u.astype(np.int32, copy=False), i.astype(np.int32, copy=False), r, n_u, n_i
-
-def _pairs(user: Any, item: Any) -> tuple[np.ndarray, np.ndarray]:
-    "Validated query pairs as two int64 arrays of one length."
-    u, i = np.asarray(user), np.asarray(item)
-    if u.ndim != 1 or i.ndim != 1 or len(u) != len(i):
-        raise ValueError(f"user and item must be 1-d arrays of one length, got shapes {u.shape} and {i.shape}")
-    if len(u) == 0: raise ValueError("empty test set: no (user, item) pairs to predict")
-    if not (np.issubdtype(u.dtype, np.integer) and np.issubdtype(i.dtype, np.integer)):
-        raise TypeError(f"user and item must be integer indices, got {u.dtype} and {i.dtype}")
-    if u.min() < 0 or i.min() < 0: raise ValueError("user and item indices must be >= 0")
-    keep = lambda a: a if a.dtype in (np.int32, np.int64) and a.flags.c_contiguous else np.ascontiguousarray(a, np.int64)
-    return keep(u), keep(i)                      # int32 stays int32: no copies of 1.7M-long arrays
+def _triples(data: Any, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    "Training ratings validated by `metrics.check_triples`, as int32 indices and `dtype` ratings (less memory at full size)."
+    t = check_triples(data, 'train')
+    return t.user.astype(np.int32), t.item.astype(np.int32), t.rating.astype(dtype), t.n_users, t.n_items
 
 def rating_matrix(user: np.ndarray, item: np.ndarray, value: np.ndarray, n_rows: int, n_cols: int,
                   dtype=np.float32) -> sp.csr_matrix:
@@ -245,13 +220,13 @@ def pair_sums(S: np.ndarray, by_col: Any, rows: np.ndarray, cols: np.ndarray, k:
     diagonal. Returns float64 num = sum s v, den = sum |s| and the int32 number of neighbours used."""
     if k is not None and (not isinstance(k, (int, np.integer)) or k <= 0):
         raise ValueError(f"k must be a positive integer or None, got {k!r}")
-    rows, cols = _pairs(rows, cols)
+    ptr, idx, val = by_col if isinstance(by_col, tuple) else (by_col.indptr.astype(np.int64), by_col.indices, by_col.data)
+    rows, cols = check_pairs(rows, cols, S.shape[0], len(ptr) - 1, 'pair_sums')   # the kernels do no bounds checks
     n = len(rows)
     num = np.empty(n, np.float64); den = np.empty(n, np.float64); cnt = np.empty(n, np.int32)
     order = None
     if n > 1 and np.any(rows[1:] < rows[:-1]):         # target-major order keeps one row of S in cache
         order = np.argsort(rows, kind='stable'); rows, cols = rows[order], cols[order]
-    ptr, idx, val = by_col if isinstance(by_col, tuple) else (by_col.indptr.astype(np.int64), by_col.indices, by_col.data)
     args = (S, ptr, idx, val, rows, cols)
     if k is None: _pair_sums_all(*args, bool(positive_only), num, den, cnt)
     else: _pair_sums_topk(*args, int(k), bool(positive_only), num, den, cnt)
@@ -297,19 +272,13 @@ def fit_baseline(user: np.ndarray, item: np.ndarray, rating: np.ndarray, n_users
     mu = float(r.mean())
     n_u = np.bincount(user, minlength=n_users); n_i = np.bincount(item, minlength=n_items)
     bu = np.zeros(n_users); bi = np.zeros(n_items)
+    ridge = lambda num, den: np.divide(num, den, out=np.zeros(len(num)), where=den > 0)   # no rating, no penalty: 0
     for _ in range(n_epochs):
-        bi = np.bincount(item, r - mu - bu[user], minlength=n_items) / (reg_item + n_i)
-        bu = np.bincount(user, r - mu - bi[item], minlength=n_users) / (reg_user + n_u)
+        bi = ridge(np.bincount(item, r - mu - bu[user], minlength=n_items), reg_item + n_i)
+        bu = ridge(np.bincount(user, r - mu - bi[item], minlength=n_users), reg_user + n_u)
     return mu, bu, bi
 
 # %% ../nbs/02_cosine_cf.ipynb #c67e9430
-def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
-    "Root mean squared error of two equally long arrays."
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    if pred.shape != truth.shape: raise ValueError(f"shapes differ: {pred.shape} vs {truth.shape}")
-    if pred.size == 0: raise ValueError("empty test set: RMSE is undefined")
-    return float(np.sqrt(np.mean((pred - truth) ** 2)))
-
 FALLBACKS = ('user_mean', 'item_mean', 'global_mean', 'baseline')
 
 class NeighbourCF:
@@ -323,14 +292,14 @@ class NeighbourCF:
     k: None = every neighbour (the assignment), else the k most similar. shrinkage: s *= (n-1)/(n-1+shrinkage),
     n = number of co-ratings. min_k: fewer neighbours than this = undefined. positive_only: use only s > 0.
 
-    Prediction = offset + sum_k s v / sum_k |s|. Undefined predictions (no usable neighbour, unknown user or item)
-    fall back to user mean -> item mean -> global mean ('baseline' target: to the baseline estimate); the counts
-    are in `info_` after each `predict`. `clip` bounds the output to `rating_range`.
+    Prediction = offset + sum_k s v / sum_k |s|, unclipped. Undefined predictions (no usable neighbour; always for a
+    user or item without training ratings) fall back to user mean -> item mean -> global mean ('baseline' target: to
+    the baseline estimate mu + b_u + b_i, the bias of an unseen side being 0); `info_` counts them after each `predict`
+    (with the protocol's `unseen_user`, `unseen_item`, `fallback`). Indices outside the training data's index space are errors.
     `device`: 'cpu' (numpy + numba, default) or a torch device such as 'cuda' (k=None only)."""
 
     def __init__(self, kind: str = 'user', sim: str = 'cosine', target: str = 'raw', k: int | None = None,
-                 shrinkage: float = 0.0, min_k: int = 1, positive_only: bool = True, clip: bool = False,
-                 rating_range: tuple[float, float] = (1.0, 5.0), reg_user: float = 15.0, reg_item: float = 10.0,
+                 shrinkage: float = 0.0, min_k: int = 1, positive_only: bool = True, reg_user: float = 15.0, reg_item: float = 10.0,
                  n_epochs: int = 10, device: str = 'cpu', dtype=np.float32):
         if kind not in ('user', 'item'): raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
         if sim not in SIMILARITIES: raise ValueError(f"sim must be one of {SIMILARITIES}, got {sim!r}")
@@ -339,14 +308,12 @@ class NeighbourCF:
             raise ValueError(f"k must be a positive integer or None, got {k!r}")
         if not isinstance(min_k, (int, np.integer)) or min_k < 1: raise ValueError(f"min_k must be an integer >= 1, got {min_k!r}")
         if shrinkage < 0: raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
-        lo, hi = rating_range
-        if not lo < hi: raise ValueError(f"rating_range must be (low, high) with low < high, got {rating_range}")
         if np.dtype(dtype) not in (np.float32, np.float64): raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         device = _check_device(device)
         if device != 'cpu' and k is not None:
             raise NotImplementedError("top-k neighbours run on the CPU kernel only; use device='cpu' or k=None")
         self.kind, self.sim, self.target, self.k, self.shrinkage, self.min_k = kind, sim, target, k, float(shrinkage), int(min_k)
-        self.positive_only, self.clip, self.rating_range = bool(positive_only), bool(clip), (float(lo), float(hi))
+        self.positive_only = bool(positive_only)
         self.reg_user, self.reg_item, self.n_epochs, self.device, self.dtype = reg_user, reg_item, n_epochs, device, np.dtype(dtype)
         self.S_ = None; self.cols_ = None; self.info_: dict = {}
 
@@ -362,7 +329,7 @@ class NeighbourCF:
     def fit(self, train: Any, similarity: Any = None) -> 'NeighbourCF':
         """Learn means, biases (when needed), the neighbour lists and the dense similarity; returns self.
         `similarity`: reuse `S_` of a model with the same `similarity_key()` fitted on the same `train`."""
-        u, i, r, n_u, n_i = _triples(train)
+        u, i, r, n_u, n_i = _triples(train, self.dtype)
         self.n_users_, self.n_items_ = n_u, n_i
         r64 = r.astype(np.float64)
         self.global_mean_ = float(r64.mean())
@@ -420,59 +387,43 @@ class NeighbourCF:
     def neighbour_sums(self, user: Any, item: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         "(num, den, n_neighbours) at known (user, item) pairs, without any fallback."
         self._check_fitted()
-        u, i = _pairs(user, item)
-        if u.max() >= self.n_users_ or i.max() >= self.n_items_: raise ValueError("unknown user or item index")
+        u, i = check_pairs(user, item, self.n_users_, self.n_items_)
         rows, cols = (u, i) if self.kind == 'user' else (i, u)
         if self.device == 'cpu': return pair_sums(self.S_, self.cols_, rows, cols, self.k, self.positive_only)
         return pair_sums_torch(self.S_, self.by_col_, rows, cols, self.positive_only)
 
     def predict_raw(self, user: Any, item: Any) -> np.ndarray:
-        "Float64 predictions by the neighbourhood formula alone; NaN where undefined (no fallback, no clipping)."
+        "Float64 predictions by the neighbourhood formula alone; NaN where undefined (no fallback)."
         self._check_fitted()
-        u, i = _pairs(user, item)
-        known = (u < self.n_users_) & (i < self.n_items_)
-        if known.all(): uk, ik = u, i                  # the usual case: no subset copies
-        elif known.any(): uk, ik = u[known], i[known]
-        else: return np.full(len(u), np.nan)
-        num, den, cnt = self.neighbour_sums(uk, ik)
+        u, i = check_pairs(user, item, self.n_users_, self.n_items_)
+        if not len(u): return np.empty(0)
+        num, den, cnt = self.neighbour_sums(u, i)
         ok = (den > 0) & (cnt >= self.min_k)
         np.divide(num, den, out=num, where=ok)
         num[~ok] = np.nan
-        if self.target != 'raw': num += self._offset(uk, ik)
-        if uk is u: return num
-        out = np.full(len(u), np.nan); out[known] = num
-        return out
+        if self.target != 'raw': num += self._offset(u, i)
+        return num
 
-    def predict(self, user: Any, item: Any, clip: bool | None = None) -> np.ndarray:
-        "Float32 predictions at (user, item) index pairs with the fallback chain; counts in `self.info_`."
-        u, i = _pairs(user, item)
-        est = self.predict_raw(u, i)
-        est, info = self._fallback(u, i, est)
-        if self.clip if clip is None else clip:
-            lo, hi = self.rating_range
-            info['clipped'] = int(((est < lo) | (est > hi)).sum())
-            est = np.clip(est, lo, hi)
-        self.info_ = info
-        return est.astype(np.float32)
+    def predict(self, user: Any, item: Any) -> np.ndarray:
+        "Unclipped float64 predictions at (user, item) index pairs with the fallback chain; counts in `self.info_`."
+        self._check_fitted()
+        u, i = check_pairs(user, item, self.n_users_, self.n_items_)
+        est, self.info_ = self._fallback(u, i, self.predict_raw(u, i))
+        return est
 
     def _fallback(self, u: np.ndarray, i: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, dict]:
         "Fill NaN predictions (in place): user mean -> item mean -> global mean (or the baseline estimate), counted."
-        ku, ki = u < self.n_users_, i < self.n_items_
+        _, _, info = unseen_info(u, i, self.user_count_, self.item_count_)
         todo = np.nonzero(np.isnan(est))[0]                # only the undefined pairs are touched
-        info = {'pairs': len(u), 'defined': len(u) - len(todo),
-                'unknown_user': int(len(u) - ku.sum()), 'unknown_item': int(len(i) - ki.sum())}
-        info.update({f: 0 for f in FALLBACKS})
-        tu, ti, kut, kit = u[todo], i[todo], ku[todo], ki[todo]
+        info.update(defined=len(u) - len(todo), **{f: 0 for f in FALLBACKS})
+        tu, ti = u[todo], i[todo]
         if self.target == 'baseline':
-            bu = np.where(kut, self.bu_[np.where(kut, tu, 0)], 0.0); bi = np.where(kit, self.bi_[np.where(kit, ti, 0)], 0.0)
-            est[todo] = self.mu_ + bu + bi; info['baseline'] = len(todo)
+            est[todo] = self.mu_ + self.bu_[tu] + self.bi_[ti]; info['baseline'] = len(todo)
             return est, info
-        um = np.where(kut, self.user_mean_[np.where(kut, tu, 0)], np.nan)
-        im = np.where(kit, self.item_mean_[np.where(kit, ti, 0)], np.nan)
         fill = np.full(len(todo), self.global_mean_)
         left = np.ones(len(todo), bool)
-        for name, v in (('user_mean', um), ('item_mean', im)):
-            take = left & np.isfinite(v)
+        for name, v in (('user_mean', self.user_mean_[tu]), ('item_mean', self.item_mean_[ti])):
+            take = left & np.isfinite(v)                   # NaN = no training rating
             fill[take] = v[take]; info[name] = int(take.sum()); left &= ~take
         info['global_mean'] = int(left.sum())
         est[todo] = fill
@@ -485,29 +436,28 @@ class NeighbourCF:
         import pandas as pd
         self._check_fitted()
         if top <= 0: raise ValueError(f"top must be positive, got {top}")
-        u, i = int(user), int(item)
-        pred = float(self.predict(np.array([u]), np.array([i]))[0]); info = self.info_
+        uu, ii = check_pairs(user, item, self.n_users_, self.n_items_, 'explain')
+        if len(uu) != 1: raise ValueError(f"explain takes one (user, item) pair, got {len(uu)}")
+        u, i = int(uu[0]), int(ii[0])
+        pred = float(self.predict(uu, ii)[0]); info = self.info_
         fb = next((f for f in FALLBACKS if info.get(f)), None)
-        cols = pd.Index(['neighbour', 'similarity', 'rating', 'value', 'weight', 'contribution'])
-        if u >= self.n_users_ or i >= self.n_items_:
-            tab = pd.DataFrame(columns=cols); n_nb = 0
-        else:
-            a, c = (u, i) if self.kind == 'user' else (i, u)
-            ptr, idx, val = self.cols_
-            nb = idx[ptr[c]:ptr[c + 1]].astype(np.int64); v = val[ptr[c]:ptr[c + 1]].astype(np.float64)
-            S_row = self.S_[a] if self.device == 'cpu' else self.S_[a].double().cpu().numpy()
-            s = np.asarray(S_row[nb], np.float64)
-            keep = (nb != a) & (s != 0) & ((s > 0) if self.positive_only else True)
-            nb, v, s = nb[keep], v[keep], s[keep]
-            order = np.argsort(-np.abs(s), kind='stable')
-            if self.k is not None: order = order[:self.k]
-            nb, v, s = nb[order], v[order], s[order]
-            den = np.abs(s).sum()
-            w = np.abs(s) / den if den > 0 else np.zeros_like(s)
-            rat = v + self._offset_of_neighbours(nb, c)
-            tab = pd.DataFrame({'neighbour': nb, 'similarity': s, 'rating': rat, 'value': v,
-                                'weight': w, 'contribution': np.sign(s) * w * v})
-            n_nb = len(tab); tab = tab.head(top)
+        # an unseen user or item has no neighbours: the table is empty
+        a, c = (u, i) if self.kind == 'user' else (i, u)
+        ptr, idx, val = self.cols_
+        nb = idx[ptr[c]:ptr[c + 1]].astype(np.int64); v = val[ptr[c]:ptr[c + 1]].astype(np.float64)
+        S_row = self.S_[a] if self.device == 'cpu' else self.S_[a].double().cpu().numpy()
+        s = np.asarray(S_row[nb], np.float64)
+        keep = (nb != a) & (s != 0) & ((s > 0) if self.positive_only else True)
+        nb, v, s = nb[keep], v[keep], s[keep]
+        order = np.argsort(-np.abs(s), kind='stable')
+        if self.k is not None: order = order[:self.k]
+        nb, v, s = nb[order], v[order], s[order]
+        den = np.abs(s).sum()
+        w = np.abs(s) / den if den > 0 else np.zeros_like(s)
+        rat = v + self._offset_of_neighbours(nb, c)
+        tab = pd.DataFrame({'neighbour': nb, 'similarity': s, 'rating': rat, 'value': v,
+                            'weight': w, 'contribution': np.sign(s) * w * v})
+        n_nb = len(tab); tab = tab.head(top)
         tab.attrs.update(prediction=pred, kind=self.kind, user=u, item=i, fallback=fb, n_neighbours=n_nb,
                          offset=float(self._offset(np.array([u]), np.array([i]))[0]) if fb is None else None)
         return tab
@@ -522,16 +472,8 @@ class NeighbourCF:
 class CosineCF(NeighbourCF):
     """The assignment's user-based cosine CF: cosine similarity of training rows (unknown = 0), every user who rated
     the movie except the user, score = sum_k s_ik x_kj / sum_k s_ik; only the asked pairs are computed."""
-    def __init__(self, clip: bool = False, device: str = 'cpu', dtype=np.float32):
-        super().__init__(kind='user', sim='cosine', target='raw', k=None, clip=clip, device=device, dtype=dtype)
-
-def evaluate(model: Any, test: Any) -> dict:
-    "RMSE of a fitted model on `test` (an Interactions), with and without clipping to [1, 5], plus the fallback counts."
-    u, i, r, _, _ = _triples(test)
-    pred = model.predict(u, i, clip=False)
-    info = dict(getattr(model, 'info_', {}))
-    lo, hi = getattr(model, 'rating_range', (1.0, 5.0))
-    return {'rmse': rmse(pred, r), 'rmse_clipped': rmse(np.clip(pred, lo, hi), r), **info}
+    def __init__(self, device: str = 'cpu', dtype=np.float32):
+        super().__init__(kind='user', sim='cosine', target='raw', k=None, device=device, dtype=dtype)
 
 # %% ../nbs/02_cosine_cf.ipynb #eaa0e4a6
 SURPRISE_RMSE = {'KNNBasic': {'100k': 0.980, '1m': 0.923}, 'KNNWithMeans': {'100k': 0.951, '1m': 0.929},
@@ -557,7 +499,7 @@ def make_variant(name: str, **overrides) -> NeighbourCF:
     return NeighbourCF(**{**VARIANTS[name], **overrides})
 
 def cross_validate(variants: dict[str, dict], data: Any, folds: list, progress: bool = True) -> 'pd.DataFrame':
-    """RMSE (clipped to [1, 5]) of each `NeighbourCF` configuration on the given folds (`(train_idx, val_idx)`, e.g.
+    """RMSE (`metrics.evaluate`: clipped to [1, 5]) of each `NeighbourCF` configuration on the given folds (`(train_idx, val_idx)`, e.g.
     `kfold_splits(len(data), 5, 0)`), the same folds for every method. One similarity matrix per fold is shared by
     configurations with equal `similarity_key()`. Returns one row per (variant, fold) with RMSE, fit and predict seconds."""
     import time
@@ -573,9 +515,9 @@ def cross_validate(variants: dict[str, dict], data: Any, folds: list, progress: 
             m = NeighbourCF(**cfg)
             t0 = time.perf_counter(); m.fit(tr, similarity=shared.get(m.similarity_key())); t1 = time.perf_counter()
             shared[m.similarity_key()] = m.S_
-            pred = m.predict(va.user, va.item, clip=True); t2 = time.perf_counter()
-            rows.append({'variant': name, 'fold': f, 'rmse': rmse(pred, va.rating), 'fit_s': t1 - t0,
-                         'predict_s': t2 - t1, 'fallbacks': sum(m.info_.get(k, 0) for k in FALLBACKS)})
+            e = evaluate(m, va); t2 = time.perf_counter()
+            rows.append({'variant': name, 'fold': f, 'rmse': e['rmse'], 'fit_s': t1 - t0,
+                         'predict_s': t2 - t1, 'fallbacks': sum(e.get(k, 0) for k in FALLBACKS)})
             bar.update()
         del shared
     bar.close()
