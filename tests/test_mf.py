@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from thu_big_data_ml.data import Interactions
-from thu_big_data_ml.mf import fit_mf, MFModel, objective, gradients, init_factors, gd_step_size
+from thu_big_data_ml.metrics import evaluate
+from thu_big_data_ml.mf import fit_mf, MFModel, objective, gradients, init_factors, gd_step_size, DivergenceWarning
 
 
 def make_data(n_users=40, n_items=30, density=0.3, rank=3, seed=0) -> Interactions:
@@ -143,10 +144,13 @@ def test_model_predict_history_and_validation(data):
     assert m.history.val_rmse.notna().all() and (np.diff(m.history.seconds) >= 0).all()
     p = m.predict(va.user, va.item)
     assert p.dtype == np.float32 and p.shape == (len(va),)
-    assert m.rmse(va) == pytest.approx(m.history.val_rmse.iloc[-1], rel=0.05)
+    assert evaluate(m, va)['rmse'] == pytest.approx(m.history.val_rmse.iloc[-1], rel=1e-9)   # the same clipped RMSE
     expect = m.mu + m.bu[va.user] + m.bi[va.item] + (m.U[va.user] * m.V[va.item]).sum(1)
+    su, si = m.user_count[va.user] == 0, m.item_count[va.item] == 0        # unseen in tr: the fallback mu + seen bias
+    expect[su | si] = (m.mu + np.where(su, 0, m.bu[va.user]) + np.where(si, 0, m.bi[va.item]))[su | si]
     np.testing.assert_allclose(p, expect, rtol=1e-5, atol=1e-5)
-    assert m.predict(va.user, va.item, clip=(1, 5)).max() <= 5
+    assert m.info_ == {'pairs': len(va), 'unseen_user': int(su.sum()), 'unseen_item': int(si.sum()),
+                       'fallback': int((su | si).sum())}
     assert m.U.dtype == np.float32 and m.U.shape == (data.n_users, 3)
     plain = fit_mf(tr, k=3, method='als', max_iter=2, progress=False)
     assert plain.mu == 0 and not plain.bu.any() and not plain.bi.any()
@@ -180,8 +184,9 @@ def test_bad_arguments_raise_clear_errors(data):
     nan = make_data(); nan.rating[5] = np.nan          # bypass the constructor's own check
     with pytest.raises(ValueError, match='NaN'): fit_mf(nan, progress=False)
     with pytest.raises(ValueError, match='NaN'): objective(*init_factors(40, 30, 2), nan, 0.1)
-    with pytest.raises(FloatingPointError, match='too large'):
-        fit_mf(data, k=3, method='gd', lr=10.0, max_iter=50, progress=False)
+    with pytest.warns(DivergenceWarning, match='diverged'):
+        m = fit_mf(data, k=3, method='gd', lr=10.0, max_iter=50, progress=False)
+    assert not m.config['converged'] and m.config['stop_reason'].startswith('diverged')
 
 
 def test_count_weighted_penalty(data):

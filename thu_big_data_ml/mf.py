@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .metrics import check_pairs, check_triples, rmse, score, unseen_info
+
 # %% auto #0
-__all__ = ['REGS', 'METHODS', 'BACKENDS', 'ACCELS', 'objective', 'init_factors', 'gradients', 'MFModel', 'gd_step_size', 'fit_mf',
-           'epoch_seconds', 'fit_mf_cached']
+__all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'objective', 'init_factors', 'gradients', 'MFModel',
+           'DivergenceWarning', 'divergence_reason', 'gd_step_size', 'fit_mf', 'epoch_seconds', 'fit_mf_cached']
 
 # %% ../nbs/03_matrix_factorization.ipynb #653aa203
 @dataclass
@@ -32,40 +35,48 @@ class _Obs:
     def __len__(self) -> int: return len(self.rating)
 
 def _as_obs(data: Any, weights: np.ndarray | None = None, name: str = 'train') -> _Obs:
-    "Check an `Interactions`-like object (attributes user, item, rating, n_users, n_items) and optional weights."
-    for a in ('user', 'item', 'rating', 'n_users', 'n_items'):
-        if not hasattr(data, a):
-            raise TypeError(f"{name} must be an Interactions (user, item, rating, n_users, n_items); it has no {a!r}")
-    u = np.asarray(data.user); i = np.asarray(data.item); x = np.asarray(data.rating, dtype=np.float32)
-    n_users, n_items = int(data.n_users), int(data.n_items)
-    if not (u.ndim == i.ndim == x.ndim == 1 and len(u) == len(i) == len(x)):
-        raise ValueError(f"{name}: user, item and rating must be 1-d arrays of equal length, got {u.shape}, {i.shape}, {x.shape}")
-    if not (np.issubdtype(u.dtype, np.integer) and np.issubdtype(i.dtype, np.integer)):
-        raise TypeError(f"{name}: user and item must be integer indices, got {u.dtype} and {i.dtype}")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise ValueError(f"{name}.rating contains {int(bad.sum())} NaN/inf values (first at position {int(np.argmax(bad))}); "
-                         "drop or impute them before fitting")
-    if len(x) and (u.min() < 0 or u.max() >= n_users):
-        raise ValueError(f"{name}.user indices must lie in [0, {n_users}), got [{u.min()}, {u.max()}]")
-    if len(x) and (i.min() < 0 or i.max() >= n_items):
-        raise ValueError(f"{name}.item indices must lie in [0, {n_items}), got [{i.min()}, {i.max()}]")
+    """Validate triples with `metrics.check_triples` (integer indices inside the index space, finite ratings; an
+    `Interactions`, a 5-tuple or a DataFrame) and the optional per-rating weights (finite, >= 0)."""
+    if isinstance(data, _Obs) and weights is None and not data.weighted: return data
+    t = check_triples(data, name, allow_empty=True)
+    x = t.rating.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}.rating holds values beyond the float32 range (|x| > 3.4e38)")
     if weights is None:
         w = np.ones(len(x), np.float32); weighted = False
     else:
-        w = np.asarray(weights, dtype=np.float32)
+        w = np.asarray(weights)
+        if w.dtype == bool or not np.issubdtype(w.dtype, np.number) or w.dtype.kind == 'c':
+            raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
+        w = w.astype(np.float32)
         if w.shape != x.shape:
             raise ValueError(f"weights must have one entry per {name} rating, shape {x.shape}, got {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError("weights must be finite and non-negative")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            raise ValueError(f"weights must be finite and non-negative: {int(bad.sum())} are not "
+                             f"(first at position {int(np.argmax(bad))}, value {w[np.argmax(bad)]})")
         weighted = True
-    return _Obs(u.astype(np.int64), i.astype(np.int64), x, w, n_users, n_items, weighted)
+    return _Obs(t.user, t.item, x, w, t.n_users, t.n_items, weighted)
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+def _check_int(name: str, v: Any, low: int) -> None:
+    "An integer >= low (booleans and floats are errors)."
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    if v < low: raise ValueError(f"{name} must be an integer >= {low}, got {v}")
+
+def _check_real(name: str, v: Any, positive: bool = False) -> None:
+    "A finite real number, >= 0 (or > 0 when `positive`)."
+    if not _is_real(v) or not math.isfinite(v) or (v <= 0 if positive else v < 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
 
 def _check_hparams(k: int, lam: float) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if k <= 0: raise ValueError(f"k (number of latent factors) must be positive, got {k}")
-    if not isinstance(lam, (int, float, np.floating, np.integer)) or not math.isfinite(lam):
+    if not _is_real(lam) or not math.isfinite(lam):
         raise ValueError(f"lam must be a finite number, got {lam!r}")
     if lam < 0: raise ValueError(f"lam (L2 penalty) must be non-negative, got {lam}")
 
@@ -138,32 +149,44 @@ class MFModel:
     bi: np.ndarray | None = None
     history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=['iter', 'J', 'train_rmse', 'val_rmse', 'seconds']))
     config: dict = field(default_factory=dict)
+    user_count: np.ndarray | None = None     # training ratings per user (None: unknown, every index counts as seen)
+    item_count: np.ndarray | None = None
+    train_mean: float | None = None          # the fallback of an unbiased model (None: mu)
 
     def __post_init__(self):
         self.U = np.ascontiguousarray(self.U, np.float32); self.V = np.ascontiguousarray(self.V, np.float32)
         if self.bu is None: self.bu = np.zeros(len(self.U), np.float32)
         if self.bi is None: self.bi = np.zeros(len(self.V), np.float32)
         self.bu = np.asarray(self.bu, np.float32); self.bi = np.asarray(self.bi, np.float32)
+        for name, n in (('user_count', len(self.U)), ('item_count', len(self.V))):
+            c = getattr(self, name)
+            if c is not None:
+                c = np.asarray(c, np.int64)
+                if c.shape != (n,): raise ValueError(f"{name} must have one entry per row of the factors, {n}, got {c.shape}")
+                setattr(self, name, c)
+        self.info_: dict = {}
 
     @property
     def k(self) -> int: return self.U.shape[1]
 
-    def predict(self, user: np.ndarray, item: np.ndarray, clip: tuple[float, float] | None = None) -> np.ndarray:
-        "Predicted ratings (float32) at (user, item) index pairs; optionally clipped to a rating range."
-        user = np.asarray(user); item = np.asarray(item)
-        if user.shape != item.shape: raise ValueError(f"user {user.shape} and item {item.shape} must have the same shape")
-        if user.size and (user.min() < 0 or user.max() >= len(self.U)):
-            raise ValueError(f"user indices must lie in [0, {len(self.U)})")
-        if item.size and (item.min() < 0 or item.max() >= len(self.V)):
-            raise ValueError(f"item indices must lie in [0, {len(self.V)})")
-        p = _predict(self.U, self.V, np.float32(self.mu), self.bu, self.bi,
-                     user.ravel().astype(np.int64), item.ravel().astype(np.int64)).reshape(user.shape)
-        return np.clip(p, *clip) if clip is not None else p
+    @property
+    def biased(self) -> bool: return bool(self.config.get('biased', self.mu != 0 or self.bu.any() or self.bi.any()))
 
-    def rmse(self, data: Any, clip: tuple[float, float] | None = None) -> float:
-        "Root mean squared error on an `Interactions`."
-        o = _as_obs(data, name='data')
-        return float(np.sqrt(np.mean((self.predict(o.user, o.item, clip) - o.rating).astype(np.float64) ** 2)))
+    def predict(self, user: Any, item: Any) -> np.ndarray:
+        """Unclipped predictions (float32), one per (user, item) pair, indices checked against the model's index space
+        (`metrics.check_pairs`). A user or item without training ratings gets the fallback: mu + the seen side's bias
+        (biased model), else the training mean; `info_` counts them (pairs, unseen_user, unseen_item, fallback)."""
+        u, i = check_pairs(user, item, len(self.U), len(self.V))
+        p = _predict(self.U, self.V, np.float32(self.mu), self.bu, self.bi, u, i)
+        uc = self.user_count if self.user_count is not None else np.ones(len(self.U), np.int64)
+        ic = self.item_count if self.item_count is not None else np.ones(len(self.V), np.int64)
+        su, si, self.info_ = unseen_info(u, i, uc, ic)
+        fb = su | si
+        if fb.any():
+            if self.biased:
+                p[fb] = (np.float32(self.mu) + np.where(su, 0, self.bu[u]) + np.where(si, 0, self.bi[i]))[fb]
+            else: p[fb] = np.float32(self.mu if self.train_mean is None else self.train_mean)
+        return p
 
     def objective(self, data: Any, lam: float, weights: np.ndarray | None = None) -> float:
         "J of these factors on `data`."
@@ -536,6 +559,18 @@ class _TorchEngine:
     def params(self): return {kk: v.detach().cpu().numpy().astype(np.float32, copy=True) for kk, v in self.P.items()}
 
 # %% ../nbs/03_matrix_factorization.ipynb #c85bad30
+DIVERGENCE_FACTOR = 10.0
+
+class DivergenceWarning(RuntimeWarning):
+    "Training stopped because the objective diverged; the model holds the best iterate and `config['stop_reason']`."
+
+def divergence_reason(J: float, best: float, t: int, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    "Why training must stop at iteration `t` with objective `J`, the best finite value so far being `best`; None if J is fine."
+    if not math.isfinite(J): return f'diverged: J not finite at iteration {t}'
+    if math.isfinite(best) and J > factor * best: return f'diverged: J = {J:.6g} > {factor:g} x best {best:.6g} at iteration {t}'
+    return None
+
+# %% ../nbs/03_matrix_factorization.ipynb #3ced0228
 METHODS = ('gd', 'adam', 'als')
 BACKENDS = ('auto', 'numba', 'jax', 'torch', 'numpy')
 ACCELS = (None, 'anderson')
@@ -557,15 +592,16 @@ class _Anderson:
         gamma = np.linalg.lstsq(dF, F[:, -1], rcond=None)[0]
         return self.G[-1] - dG @ gamma
 
-def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[bool, int, int]:
+def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[str, int, int]:
     """Safeguarded Anderson-accelerated ALS. The state is V (and the item biases when biased): one full sweep
     (U-step, then V-step) is the fixed-point map. A sweep from an extrapolated V is accepted only if it does not raise
     J above the last accepted value; otherwise the history is dropped and a plain sweep runs from the last accepted
-    factors (a plain sweep never raises J). Only accepted iterates are recorded (`record(sweeps, J, sse)`); the iterate
-    right after a restart never stops the run, and a stop (`stop(J, J_prev, sweeps)`) needs both the change from the
-    last accepted J and the decrease within the sweep itself (J after its U-step minus J after its V-step) to be
-    small: consecutive accepted values alone can stall while the sweep still moves J. The factors left in the engine
-    are the last accepted ones. Returns (converged, sweeps, rejected); max_iter counts every sweep."""
+    factors (a plain sweep never raises J). Only accepted iterates are recorded (`record(sweeps, J, sse)`, which
+    returns the reason to stop if J diverged, else None); the iterate right after a restart never stops the run, and a
+    stop (`stop(J, J_prev, sweeps)`) needs both the change from the last accepted J and the decrease within the sweep
+    itself (J after its U-step minus J after its V-step) to be small: consecutive accepted values alone can stall while
+    the sweep still moves J. The factors left in the engine are the last accepted ones. Returns (stop reason:
+    'converged', 'max_iter' or the divergence, sweeps, rejected); max_iter counts every sweep."""
     keys = ('V', 'bi') if eng.biased else ('V',)
     P = eng.P
     def state() -> np.ndarray: return np.concatenate([P[kk].astype(np.float64).ravel() for kk in keys])
@@ -575,7 +611,9 @@ def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[b
             a = P[kk]; a[...] = z[off:off + a.size].reshape(a.shape); off += a.size
     aa = _Anderson(window)
     eng.track_half = True
-    J_acc = record(0, *eng.value_only())
+    J_acc, sse = eng.value_only()
+    why = record(0, J_acc, sse)
+    if why: return why, 0, 0
     best = {kk: v.copy() for kk, v in P.items()}
     x = g_acc = state()
     plain, restarted = True, False       # plain: x is the last accepted output (the sweep cannot raise J)
@@ -583,20 +621,22 @@ def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[b
     while sweeps < max_iter:
         load(x)
         J, sse = eng.als_sweep(); sweeps += 1
-        if not np.isfinite(J) and plain:
-            raise FloatingPointError(f"J became {J} at sweep {sweeps} of accelerated ALS")
-        if not plain and not J <= J_acc:  # the extrapolation made things worse: restart from the last accepted point
+        if not plain and not J <= J_acc:  # the extrapolation made things worse (or NaN): restart from the last accepted point
             rejected += 1; aa.reset(); x, plain, restarted = g_acc, True, True
             for kk, v in best.items(): P[kk][...] = v
             continue
-        J_prev, J_acc = J_acc, record(sweeps, J, sse)
+        why = record(sweeps, J, sse)      # a plain sweep never raises J: only a non-finite J stops here
+        if why:
+            for kk, v in best.items(): P[kk][...] = v
+            return why, sweeps, rejected
+        J_prev, J_acc = J_acc, J
         best = {kk: v.copy() for kk, v in P.items()}
         g_acc = state()
-        if not restarted and stop(J, J_prev, sweeps) and stop(J, eng.J_half, sweeps): return True, sweeps, rejected
+        if not restarted and stop(J, J_prev, sweeps) and stop(J, eng.J_half, sweeps): return 'converged', sweeps, rejected
         x = aa.push(x, g_acc)
         plain, restarted = x is g_acc, False
     for kk, v in best.items(): P[kk][...] = v
-    return False, sweeps, rejected
+    return 'max_iter', sweeps, rejected
 
 def gd_step_size(train: Any, biased: bool = False, weights: np.ndarray | None = None, lam: float = 0.0,
                  reg: str = 'uniform') -> float:
@@ -625,30 +665,18 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
     kernels for every backend but 'numpy'. layout: 'sparse' (observed entries) or 'dense' (masked full U V^T; jax/torch).
     Stops when |J_t - J_{t-1}| < tol * |J_{t-1}| (relative: J is a sum over all ratings) or, if given,
     < abs_tol (not before `min_iter` updates: from a small start GD first crawls off the saddle at U = V = 0, where J
-    hardly changes), or after max_iter updates. history row t holds J, train and validation RMSE of the t-th iterate
-    and the training seconds spent so far (validation scoring excluded).
+    hardly changes), or after max_iter updates, or when J diverges (not finite, or above `DIVERGENCE_FACTOR` x its
+    best value): then a `DivergenceWarning` is issued and the factors returned are those of the best iterate.
+    config['stop_reason'] says which ('converged', 'max_iter', 'diverged: ...'); config['converged'] is True only
+    for the first. history row t holds J, train RMSE (unclipped) and validation RMSE (clipped to the rating range, as
+    `metrics.evaluate` scores) of the t-th iterate and the training seconds spent so far (scoring excluded).
     weights: optional per-rating weights multiplying each squared error (e.g. inverse propensities).
     reg: 'uniform' (the handout) or 'count' (each row's penalty times its number of ratings, ALS-WR).
     accel: None (plain ALS) or 'anderson' (ALS only: safeguarded Anderson acceleration over the last `accel_window`
     sweeps; J stays monotone, history holds the accepted iterates with `iter` = sweeps done, rejected sweeps included;
     config['rejected'] counts the rejected extrapolations)."""
-    _check_hparams(k, lam)
-    if reg not in REGS: raise ValueError(f"reg must be one of {REGS}, got {reg!r}")
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == 'als' and lam <= 0:
-        raise ValueError("ALS needs lam > 0: a row with fewer than k ratings gives a singular k x k system")
-    if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if accel not in ACCELS: raise ValueError(f"accel must be one of {ACCELS}, got {accel!r}")
-    if accel is not None and method != 'als':
-        raise ValueError(f"accel={accel!r} accelerates ALS sweeps; it needs method='als', got method={method!r}")
-    if isinstance(accel_window, bool) or not isinstance(accel_window, (int, np.integer)) or accel_window < 1:
-        raise ValueError(f"accel_window must be an integer >= 1, got {accel_window!r}")
-    if layout not in ('sparse', 'dense'): raise ValueError(f"layout must be 'sparse' or 'dense', got {layout!r}")
-    if layout == 'dense' and backend not in ('jax', 'torch'):
-        raise ValueError("layout='dense' is available for backend 'jax' or 'torch'")
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0): raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
-    if not (tol >= 0): raise ValueError(f"tol must be >= 0, got {tol!r}")
-    if lr is not None and not (np.isfinite(lr) and lr > 0): raise ValueError(f"lr must be a positive number, got {lr!r}")
+    _check_fit_args(k, lam, method, backend, reg, accel, accel_window, layout, max_iter, tol, lr, abs_tol, min_iter,
+                    init_scale)
     o = _as_obs(train, weights)
     if len(o) == 0: raise ValueError("train has no ratings")
     ov = _as_obs(val, name='val') if val is not None else None
@@ -661,7 +689,10 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
         if U.shape != (o.n_users, k) or V.shape != (o.n_items, k):
             raise ValueError(f"init must be (U {(o.n_users, k)}, V {(o.n_items, k)}), got {U.shape}, {V.shape}")
         if not (np.isfinite(U).all() and np.isfinite(V).all()): raise ValueError("init contains NaN/inf")
-    mu = float(np.average(o.rating, weights=o.weight if o.weight.sum() > 0 else None)) if biased else 0.0
+    mean = float(np.average(o.rating, weights=o.weight)) if o.weight.sum() > 0 else float(o.rating.mean())
+    mu = mean if biased else 0.0
+    seen = o.weight > 0                  # a rating of weight 0 does not enter J: its user and item stay unseen
+    uc, ic = np.bincount(o.user[seen], minlength=o.n_users), np.bincount(o.item[seen], minlength=o.n_items)
     P = {'U': U, 'V': V}
     if biased: P['bu'] = np.zeros(o.n_users, np.float32); P['bi'] = np.zeros(o.n_items, np.float32)
     if lr is None: lr = gd_step_size(o, biased, o.weight if o.weighted else None, lam, reg) if method == 'gd' else 0.01
@@ -673,38 +704,44 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
         opt = _NumpyOpt(method, lr); keys = list(P)
     elif backend == 'jax': eng = _JaxEngine(o, P, lam, mu, biased, method, lr, layout, reg=reg)
     else: eng = _TorchEngine(o, P, lam, mu, biased, method, lr, layout, device=device, reg=reg)
+    model = lambda Pn: MFModel(Pn['U'], Pn['V'], mu, Pn.get('bu'), Pn.get('bi'), config={'biased': biased},
+                               user_count=uc, item_count=ic, train_mean=mean)
 
     from tqdm.auto import tqdm
-    rows, spent, J_prev, converged = [], 0.0, None, False
+    rows, spent, best = [], 0.0, {'J': math.inf, 'iter': None, 'P': None}
     bar = tqdm(total=max_iter, desc=f'MF {method}/{eb} k={k} lam={lam:g}', disable=not progress, leave=False)
-    extra = {}
+    def record(t: int, J: float) -> str | None:
+        "Stop if J diverged (the reason), else keep the best iterate and append history row t."
+        why = divergence_reason(J, best['J'], t)
+        if why: return why
+        Pn = eng.params()
+        if J < best['J']: best.update(J=J, iter=t, P={kk: np.array(v, copy=True) for kk, v in Pn.items()})
+        tr, vr = _curves(model(Pn), o, ov)
+        rows.append((t, J, tr, vr, spent))
+        bar.update(t - bar.n); bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
+        return None
+    def small(J: float, J_prev: float, t: int) -> bool:
+        return t >= min_iter and abs(J - J_prev) < (abs_tol if abs_tol is not None else tol * abs(J_prev))
+    extra, reason = {}, 'max_iter'
     if accel == 'anderson':
         clock = [time.perf_counter()]
-        def record(t: int, J: float, sse: float) -> float:
+        def record_accel(t: int, J: float, sse: float) -> str | None:
             nonlocal spent
             spent += time.perf_counter() - clock[0]
-            vr = _val_rmse(eng.params(), mu, o, ov)
-            rows.append((t, J, math.sqrt(sse / len(o)), vr, spent))
-            bar.update(t - bar.n); bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
+            why = record(t, J)
             clock[0] = time.perf_counter()
-            return J
-        def stop(J: float, J_prev: float, t: int) -> bool:
-            return t >= min_iter and abs(J - J_prev) < (abs_tol if abs_tol is not None else tol * abs(J_prev))
-        converged, sweeps, rejected = _als_anderson(eng, record, max_iter, stop, int(accel_window))
+            return why
+        reason, sweeps, rejected = _als_anderson(eng, record_accel, max_iter, small, int(accel_window))
         extra = dict(accel=accel, accel_window=int(accel_window), rejected=rejected, sweeps=sweeps)
+    J_prev = None
     for t in range(max_iter + 1 if accel is None else 0):
         t0 = time.perf_counter()
-        if method == 'als': J, sse = eng.value_only() if t == 0 else eng.als_sweep()
-        else: J, sse = eng.value_grad()
+        if method == 'als': J, _ = eng.value_only() if t == 0 else eng.als_sweep()
+        else: J, _ = eng.value_grad()
         spent += time.perf_counter() - t0
-        if not np.isfinite(J):
-            bar.close()
-            raise FloatingPointError(f"J became {J} at iteration {t} (method={method}, lr={lr:g}): the step is too large")
-        vr = _val_rmse(eng.params(), mu, o, ov)
-        rows.append((t, J, math.sqrt(sse / len(o)), vr, spent))
-        bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
-        if J_prev is not None and t >= min_iter and abs(J - J_prev) < (abs_tol if abs_tol is not None else tol * abs(J_prev)):
-            converged = True; break
+        why = record(t, J)
+        if why: reason = why; break
+        if J_prev is not None and small(J, J_prev, t): reason = 'converged'; break
         if t == max_iter: break
         J_prev = J
         if method != 'als':
@@ -712,22 +749,56 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
             if backend in ('numpy', 'numba'): opt.update(eng.P, eng.G, keys)
             else: eng.update()
             spent += time.perf_counter() - t0
-            bar.update(1)
-        else: bar.update(1)
     bar.close()
-    Pn = eng.params()
-    hist = pd.DataFrame(rows, columns=['iter', 'J', 'train_rmse', 'val_rmse', 'seconds'])
     cfg = dict(k=int(k), lam=float(lam), method=method, backend=eb, biased=biased, lr=float(lr) if method != 'als' else None,
-               layout=layout, reg=reg, seed=seed, converged=converged, iters=len(rows) - 1, accel=accel)
+               layout=layout, reg=reg, seed=seed, converged=reason == 'converged', stop_reason=reason,
+               iters=len(rows) - 1, accel=accel)
     if extra: cfg.update(extra, iters=extra['sweeps'])
-    return MFModel(Pn['U'], Pn['V'], mu, Pn.get('bu'), Pn.get('bi'), hist, cfg)
+    if reason.startswith('diverged'):
+        if best['P'] is None:
+            raise FloatingPointError(f"J is not finite at the initial factors ({reason}): check the scale of the ratings "
+                                     "and of init")
+        Pn = best['P']
+        cfg.update(best_iter=best['iter'])
+        warnings.warn(f"fit_mf(method={method!r}, backend={eb!r}, lr={cfg['lr']}) {reason}: returning the factors of the "
+                      f"best iterate ({best['iter']}, J = {best['J']:.6g}); lower lr (or raise lam)",
+                      DivergenceWarning, stacklevel=2)
+    else: Pn = eng.params()
+    hist = pd.DataFrame(rows, columns=['iter', 'J', 'train_rmse', 'val_rmse', 'seconds'])
+    m = model(Pn); m.history, m.config = hist, cfg
+    return m
 
-def _val_rmse(Pn: dict, mu: float, o: _Obs, ov: _Obs | None) -> float:
-    "Validation RMSE of the parameters `Pn` (nan without validation data)."
-    if ov is None: return np.nan
-    z = lambda n: np.zeros(n, np.float32)
-    p = _predict(Pn['U'], Pn['V'], np.float32(mu), Pn.get('bu', z(o.n_users)), Pn.get('bi', z(o.n_items)), ov.user, ov.item)
-    return float(np.sqrt(np.mean((p - ov.rating).astype(np.float64) ** 2)))
+def _check_fit_args(k, lam, method, backend, reg, accel, accel_window, layout, max_iter, tol, lr, abs_tol, min_iter,
+                    init_scale) -> None:
+    "Every hyperparameter of `fit_mf` checked before any work, each with a message naming it."
+    _check_hparams(k, lam)
+    if reg not in REGS: raise ValueError(f"reg must be one of {REGS}, got {reg!r}")
+    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == 'als' and lam <= 0:
+        raise ValueError("ALS needs lam > 0: a row with fewer than k ratings gives a singular k x k system")
+    if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if accel not in ACCELS: raise ValueError(f"accel must be one of {ACCELS}, got {accel!r}")
+    if accel is not None and method != 'als':
+        raise ValueError(f"accel={accel!r} accelerates ALS sweeps; it needs method='als', got method={method!r}")
+    if isinstance(accel_window, (bool, np.bool_)) or not isinstance(accel_window, (int, np.integer)) or accel_window < 1:
+        raise ValueError(f"accel_window must be an integer >= 1, got {accel_window!r}")
+    if layout not in ('sparse', 'dense'): raise ValueError(f"layout must be 'sparse' or 'dense', got {layout!r}")
+    if layout == 'dense' and backend not in ('jax', 'torch'):
+        raise ValueError("layout='dense' is available for backend 'jax' or 'torch'")
+    _check_int('max_iter', max_iter, 1); _check_int('min_iter', min_iter, 0)
+    _check_real('tol', tol)
+    if abs_tol is not None: _check_real('abs_tol', abs_tol)
+    if lr is not None: _check_real('lr', lr, positive=True)
+    _check_real('init_scale', init_scale)
+
+def _curves(m: MFModel, o: _Obs, ov: _Obs | None) -> tuple[float, float]:
+    """Train RMSE (unclipped, the fit) and validation RMSE (clipped, with the fallbacks: what `metrics.evaluate`
+    reports; nan without validation data or when a prediction is not finite) of the model `m`."""
+    tr = _predict(m.U, m.V, np.float32(m.mu), m.bu, m.bi, o.user, o.item)
+    tr = rmse(tr, o.rating) if np.isfinite(tr).all() else math.nan
+    if ov is None: return tr, math.nan
+    p = m.predict(ov.user, ov.item)
+    return tr, (score(p, ov.rating)['rmse'] if np.isfinite(p).all() else math.nan)
 
 def epoch_seconds(train: Any, k: int = 50, lam: float = 0.01, backend: str = 'numba', layout: str = 'sparse',
                   method: str = 'gd', n_epochs: int = 3, seed: int = 0) -> float:
@@ -740,7 +811,8 @@ def _fit_kw(train: Any, kw: dict) -> MFModel:
     return fit_mf(train, **{'progress': False, **kw})
 
 def fit_mf_cached(train: Any, **kw) -> MFModel:
-    """`fit_mf` through the project's joblib cache (`core.memory()`, data/cache): the same data and arguments are fitted
-    once. The key is the data and the arguments, not the library code: clear the cache after changing `fit_mf`."""
-    from thu_big_data_ml.core import memory
-    return memory().cache(_fit_kw)(train, kw)
+    """`fit_mf` through `core.cached` (disk cache under data/cache, or `$THU_BDML_CACHE`): the key is the data, the
+    arguments and the code of `mf` and of the package modules it imports, so the same call is fitted once and any
+    change to that code fits again."""
+    from thu_big_data_ml.core import cached
+    return cached(_fit_kw, deps=['mf'])(train, kw)

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from .metrics import check_pairs, check_triples, rmse, score, unseen_info
+from .mf import DivergenceWarning, divergence_reason
 
 # %% auto #0
 __all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
@@ -153,7 +157,8 @@ def logistic_loss_torch(U, V, user, item, label, weights=None, mu: float = 0.0, 
 # %% ../nbs/04_regularization.ipynb #93deb31c
 @dataclass
 class RegMF:
-    "A fitted regularized MF: factors, biases, the fixed global mean, the configuration and the training history."
+    """A fitted regularized MF: factors, biases, the fixed global mean, the configuration, the training history, and
+    the training counts per user and item (for the unseen fallback; None: every index counts as seen)."""
     U: np.ndarray
     V: np.ndarray
     mu: float = 0.0
@@ -161,13 +166,18 @@ class RegMF:
     bi: np.ndarray | None = None
     config: dict = field(default_factory=dict)
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    user_count: np.ndarray | None = None
+    item_count: np.ndarray | None = None
+    train_mean: float | None = None      # the fallback of an unbiased model (ratings, or the label rate of a logistic one)
+
+    def __post_init__(self): self.info_: dict = {}
 
     @property
     def biased(self) -> bool: return self.bu is not None
 
-    def score(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        "Raw score `mu + b + c + <U, V>` at the given pairs."
-        user = np.asarray(user, dtype=np.int64); item = np.asarray(item, dtype=np.int64)
+    def score(self, user: Any, item: Any) -> np.ndarray:
+        "Raw score `mu + b + c + <U, V>` at the given pairs (indices checked by `metrics.check_pairs`; no fallback)."
+        user, item = check_pairs(user, item, len(self.U), len(self.V))
         U, V = self.U.astype(np.float32, copy=False), self.V.astype(np.float32, copy=False)
         s = np.empty(len(user), np.float32)
         for a in range(0, len(user), 1 << 15):         # chunks keep the gathered factors in cache
@@ -177,16 +187,21 @@ class RegMF:
         if self.bu is not None: s += self.bu[user] + self.bi[item]
         return s
 
-    def predict(self, user: np.ndarray, item: np.ndarray, clip: tuple[float, float] | None = (1.0, 5.0)) -> np.ndarray:
-        "Predicted ratings (clipped to `clip`), or probabilities `sigmoid(score)` for a logistic model."
-        s = self.score(user, item)
-        if self.config.get('loss') == 'logistic': return 1.0 / (1.0 + np.exp(-s))
-        return s if clip is None else np.clip(s, *clip)
-
-    def rmse(self, data: Any) -> float:
-        "RMSE on an `Interactions`-like object."
-        u, i, r, *_ = _arrays(data)
-        return float(np.sqrt(np.mean((self.predict(u, i) - r) ** 2)))
+    def predict(self, user: Any, item: Any) -> np.ndarray:
+        """Unclipped predicted ratings, or probabilities `sigmoid(score)` for a logistic model. A user or item without
+        training ratings gets the fallback mu + the seen side's bias (biased), else the training mean; `info_` counts them."""
+        u, i = check_pairs(user, item, len(self.U), len(self.V))
+        s = self.score(u, i)
+        uc = self.user_count if self.user_count is not None else np.ones(len(self.U), np.int64)
+        ic = self.item_count if self.item_count is not None else np.ones(len(self.V), np.int64)
+        su, si, self.info_ = unseen_info(u, i, uc, ic)
+        fb = su | si
+        logistic = self.config.get('loss') == 'logistic'
+        if fb.any() and self.biased:
+            s[fb] = (np.float32(self.mu) + np.where(su, 0, self.bu[u]) + np.where(si, 0, self.bi[i]))[fb]
+        if logistic: s = 1.0 / (1.0 + np.exp(-s.astype(np.float64)))
+        if fb.any() and not self.biased: s[fb] = self.mu if self.train_mean is None else self.train_mean
+        return s
 
 def p_sale(model: RegMF, user: np.ndarray, item: np.ndarray) -> np.ndarray:
     "The book's probability of a sale, `sigmoid(u . v)` (+ biases when the model has them)."
@@ -194,28 +209,58 @@ def p_sale(model: RegMF, user: np.ndarray, item: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-s))
 
 def _arrays(data: Any, name: str = 'train') -> tuple:
-    "user, item, rating, n_users, n_items of an `Interactions`-like object, checked."
-    for a in ('user', 'item', 'rating', 'n_users', 'n_items'):
-        if not hasattr(data, a): raise TypeError(f"{name} must be an Interactions-like object; it has no {a!r}")
-    u = np.asarray(data.user, dtype=np.int64); i = np.asarray(data.item, dtype=np.int64)
-    r = np.asarray(data.rating, dtype=np.float32)
-    if not (len(u) == len(i) == len(r)): raise ValueError(f"{name}: user, item, rating lengths differ")
-    if len(r) == 0: raise ValueError(f"{name} has no ratings")
-    if not np.isfinite(r).all(): raise ValueError(f"{name}.rating contains NaN or inf")
-    return u, i, r, int(data.n_users), int(data.n_items)
+    "user, item (int64), rating (float32), n_users, n_items of validated triples (`metrics.check_triples`)."
+    t = check_triples(data, name)
+    r = t.rating.astype(np.float32)
+    if not np.isfinite(r).all(): raise ValueError(f"{name}.rating holds values beyond the float32 range")
+    return t.user, t.item, r, t.n_users, t.n_items
 
-def _check(k: int, **nonneg) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+def _weights(weights: Any, n: int) -> np.ndarray | None:
+    "Per-rating weights: None, or n finite values >= 0 (float64)."
+    if weights is None: return None
+    w = np.asarray(weights)
+    if w.dtype == bool or not np.issubdtype(w.dtype, np.number) or w.dtype.kind == 'c':
+        raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != (n,): raise ValueError(f"weights must have shape {(n,)}, got {w.shape}")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any(): raise ValueError(f"weights must be finite and >= 0: {int(bad.sum())} are not (first at position {int(np.argmax(bad))})")
+    if not w.sum() > 0: raise ValueError("weights are all zero: nothing to fit")
+    return w
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+def _check(k: int, positive: dict | None = None, ints: dict | None = None, **nonneg) -> None:
+    "k a positive integer; `nonneg` finite numbers >= 0 (None skipped), `positive` finite > 0, `ints` integers >= 1."
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     for name, v in nonneg.items():
-        if v is None: continue
-        if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if v is not None and not (_real(v) and v >= 0): raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    for name, v in (positive or {}).items():
+        if not (_real(v) and v > 0): raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    for name, v in (ints or {}).items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+def _seen(u: np.ndarray, i: np.ndarray, w: np.ndarray | None, N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+    "Training ratings per user and item; a rating of weight 0 does not count."
+    keep = slice(None) if w is None else w > 0
+    return np.bincount(u[keep], minlength=N), np.bincount(i[keep], minlength=M)
 
 def _init(n_users: int, n_items: int, k: int, seed: int, init_std: float) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return (rng.normal(0, init_std, (n_users, k)).astype(np.float32),
             rng.normal(0, init_std, (n_items, k)).astype(np.float32))
+
+def _stop(model: RegMF, reason: str, best_step: int | None, fit: str) -> RegMF:
+    "Record the stop reason in the config; warn when training diverged."
+    model.config.update(stop_reason=reason, converged=reason == 'converged')
+    if reason.startswith('diverged'):
+        model.config['best_step'] = best_step
+        warnings.warn(f"{fit} {reason}: returning the best evaluated iterate (step {best_step}); lower lr or raise the "
+                      "penalties", DivergenceWarning, stacklevel=3)
+    return model
 
 # %% ../nbs/04_regularization.ipynb #5da5c1f6
 def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0, l2_bias: float | None = None,
@@ -229,23 +274,28 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
     loss: 'mse' (ratings) or 'logistic' (`train.rating` must be 0/1 labels). optimizer: 'adam' or 'sgd' (the book),
     learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None = full
     batch over the observed entries, else random minibatches of that size. Every `eval_every` steps the history records each
-    loss term, train and validation RMSE (or log-loss), the learning rate and seconds; `callback(step, row)` may raise
-    (e.g. `optuna.TrialPruned`) or return True to stop."""
+    loss term, train RMSE (unclipped) and validation RMSE (clipped to the rating range, as `metrics.evaluate`) or
+    log-loss, the learning rate and seconds; `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True
+    to stop. The loop has no tolerance: config['stop_reason'] is 'max_iter' (all steps run), 'callback', or
+    'diverged: ...' when the loss is not finite or rises above 10 x its best (full batch: checked every step; at the
+    evaluations otherwise), which warns (`DivergenceWarning`) and returns the best evaluated iterate."""
     import jax, jax.numpy as jnp, optax
-    _check(k, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std)
+    _check(k, positive={'lr': lr, 'period_length': period_length}, ints={'steps': steps, 'eval_every': eval_every},
+           l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std)
     if loss not in ('mse', 'logistic'): raise ValueError(f"loss must be 'mse' or 'logistic', got {loss!r}")
     if optimizer not in ('adam', 'sgd'): raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if not (lr > 0): raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not (isinstance(steps, (int, np.integer)) and steps >= 0): raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if not (0 < decay_pct <= 1): raise ValueError(f"decay_pct must be in (0, 1], got {decay_pct!r}")
-    if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
+    if not (_real(decay_pct) and 0 < decay_pct <= 1): raise ValueError(f"decay_pct must be in (0, 1], got {decay_pct!r}")
+    if batch_size is not None and (isinstance(batch_size, (bool, np.bool_)) or
+                                   not (isinstance(batch_size, (int, np.integer)) and batch_size > 0)):
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}")
     u, i, r, N, M = _arrays(train)
     if loss == 'logistic' and not np.isin(r, (0.0, 1.0)).all(): raise ValueError("logistic loss needs 0/1 labels in train.rating")
-    w = None if weights is None else np.asarray(weights, dtype=np.float32)
-    if w is not None and w.shape != r.shape: raise ValueError(f"weights must have shape {r.shape}, got {w.shape}")
-    mu = float(np.average(r, weights=w)) if biased else 0.0
+    w = _weights(weights, len(r))
+    w = None if w is None else w.astype(np.float32)
+    mean = float(np.average(r, weights=w))
+    mu = mean if biased else 0.0
     if loss == 'logistic' and biased: mu = float(np.log(mu / (1 - mu))) if 0 < mu < 1 else 0.0
+    uc, ic = _seen(u, i, w, N, M)
     su, si = frequency_scale(u, N, freq_alpha), frequency_scale(i, M, freq_alpha)
     U0, V0 = _init(N, M, k, seed, init_std)
     params = {'users': jnp.asarray(U0), 'items': jnp.asarray(V0)}
@@ -269,26 +319,34 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
     def evaluate(params):
         return regularized_loss(params, full, hyper)[1]
 
-    vu = vi = vr = None
+    cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
+               loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, decay_pct=decay_pct,
+               period_length=period_length, init_std=init_std, seed=seed, weighted=w is not None)
+    snap = lambda p, h=None: _to_model(p, mu, cfg, biased, h, uc, ic, mean)
     if val is not None: vu, vi, vr, vN, vM = _arrays(val, 'val')
     key = jax.random.PRNGKey(seed); n = len(r)
-    rows, t0 = [], time.perf_counter()
+    rows, t0, reason = [], time.perf_counter(), 'max_iter'
+    best = {'J': math.inf, 'step': None, 'params': None}
+    J_step_best = math.inf                              # per-step losses (full batch: the same J; minibatch: noisy)
     from tqdm.auto import tqdm
     bar = tqdm(range(steps + 1), desc=f'JAX MF k={k}', disable=not progress, leave=False)
     for s in bar:
         if s % eval_every == 0 or s == steps:
             terms = {kk: float(v) for kk, v in evaluate(params).items()}
-            model = _to_model(params, mu, {}, biased)
+            why = divergence_reason(terms['total_loss'], best['J'], s)
+            if why: reason = why; break
+            if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=s, params=params)
+            model = snap(params)
             if loss == 'mse':
-                terms['train_rmse'] = math.sqrt(terms['omse']) if w is None else float(np.sqrt(np.mean((model.score(u, i) - r) ** 2)))
-                if val is not None: terms['val_rmse'] = float(np.sqrt(np.mean((np.clip(model.score(vu, vi), 1, 5) - vr) ** 2)))
+                terms['train_rmse'] = rmse(model.score(u, i), r)
+                if val is not None: terms['val_rmse'] = score(model.predict(vu, vi), vr)['rmse']
             elif val is not None:
                 z = model.score(vu, vi).astype(np.float64)
                 terms['val_logloss'] = float(np.mean(np.logaddexp(0, z) - vr * z))
             row = {'step': s, **terms, 'lr': lr_decay(s, lr, decay_pct, period_length), 'seconds': time.perf_counter() - t0}
             rows.append(row)
             if progress: bar.set_postfix({kk: round(v, 4) for kk, v in row.items() if kk in ('total_loss', 'val_rmse')})
-            if callback is not None and callback(s, row): break
+            if callback is not None and callback(s, row): reason = 'callback'; break
         if s == steps: break
         if batch_size is None: batch = full
         else:
@@ -296,16 +354,22 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
             idx = jax.random.randint(sub, (min(batch_size, n),), 0, n)
             batch = {**full, 'user': full['user'][idx], 'item': full['item'][idx], 'rating': full['rating'][idx]}
             if w is not None: batch['weights'] = full['weights'][idx]
-        params, state, _ = step(params, state, batch)
-    cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
-               loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, decay_pct=decay_pct,
-               period_length=period_length, init_std=init_std, seed=seed, weighted=w is not None)
-    return _to_model(params, mu, cfg, biased, pd.DataFrame(rows))
+        new, state, terms_s = step(params, state, batch)
+        J = float(terms_s['total_loss'])                  # the loss at `params`, before this step
+        why = divergence_reason(J, J_step_best if batch_size is None else math.inf, s)
+        if why: reason = why; break
+        J_step_best = min(J_step_best, J); params = new
+    if reason.startswith('diverged'):
+        if best['params'] is None: raise FloatingPointError(f"the loss is not finite at the initial factors ({reason})")
+        params = best['params']
+    return _stop(snap(params, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized')
 
-def _to_model(params: dict, mu: float, cfg: dict, biased: bool, history: pd.DataFrame | None = None) -> RegMF:
+def _to_model(params: dict, mu: float, cfg: dict, biased: bool, history: pd.DataFrame | None = None,
+              user_count: np.ndarray | None = None, item_count: np.ndarray | None = None,
+              train_mean: float | None = None) -> RegMF:
     return RegMF(np.asarray(params['users']), np.asarray(params['items']), mu,
                  np.asarray(params['user_bias']) if biased else None, np.asarray(params['item_bias']) if biased else None,
-                 cfg, pd.DataFrame() if history is None else history)
+                 dict(cfg), pd.DataFrame() if history is None else history, user_count, item_count, train_mean)
 
 # %% ../nbs/04_regularization.ipynb #1ed76a1e
 def _groups(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -344,16 +408,19 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     """Minimise the same objective as `fit_regularized` (squared loss) by exact alternating block solves.
 
     Each sweep solves every user's `(b_i, U_i)` with items fixed, then every item's; the Gramian enters as one k x k
-    matrix per sweep. Stops after `iters` sweeps or when the relative change of J is below `tol`. `callback(sweep, row)`
-    may raise (e.g. `optuna.TrialPruned`) or return True to stop."""
-    _check(k, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std, tol=tol)
-    if not (isinstance(iters, (int, np.integer)) and iters >= 0): raise ValueError(f"iters must be an integer >= 0, got {iters!r}")
+    matrix per sweep. Stops after `iters` sweeps ('max_iter'), when the relative change of J is below `tol`
+    ('converged'), when `callback(sweep, row)` returns True ('callback'; it may also raise, e.g. `optuna.TrialPruned`),
+    or when J is not finite or rises above 10 x its best ('diverged: ...', with a `DivergenceWarning` and the best
+    sweep's factors); config['stop_reason'] says which. The history's train RMSE is unclipped, its validation RMSE
+    clipped to the rating range (as `metrics.evaluate`)."""
+    _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std, tol=tol)
     u, i, r, N, M = _arrays(train)
-    w = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != r.shape: raise ValueError(f"weights must have shape {r.shape}, got {w.shape}")
-    if (w < 0).any() or not np.isfinite(w).all(): raise ValueError("weights must be finite and >= 0")
+    wt = _weights(weights, len(r))
+    w = np.ones(len(r)) if wt is None else wt
     lb = float(l2 if l2_bias is None else l2_bias)
-    mu = float(np.average(r, weights=w)) if biased else 0.0
+    mean = float(np.average(r, weights=w))
+    mu = mean if biased else 0.0
+    uc, ic = _seen(u, i, wt, N, M)
     W = float(w.sum())
     su, si = frequency_scale(u, N, freq_alpha).astype(np.float64), frequency_scale(i, M, freq_alpha).astype(np.float64)
     U, V = (x.astype(np.float64) for x in _init(N, M, k, seed, init_std))
@@ -363,29 +430,40 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     if val is not None: vu, vi, vr, *_ = _arrays(val, 'val')
     cfg = dict(method='als', k=k, l2=l2, gram=gram, l2_bias=lb, freq_alpha=freq_alpha, biased=biased, loss='mse',
                iters=iters, init_std=init_std, seed=seed, weighted=weights is not None)
-    rows, t0, prev = [], time.perf_counter(), None
+    f32 = lambda a: None if a is None else a.astype(np.float32)
+    snap = lambda U, V, bu, bi, h=None: RegMF(f32(U), f32(V), mu, f32(bu), f32(bi), dict(cfg),
+                                              pd.DataFrame() if h is None else h, uc, ic, mean)
+    rows, t0, prev, reason = [], time.perf_counter(), None, 'max_iter'
+    best = {'J': math.inf, 'step': None, 'P': None}
     from tqdm.auto import tqdm
     bar = tqdm(range(1, iters + 1), desc=f'ALS k={k}', disable=not progress, leave=False)
-    for it in bar:
-        yu = rr - mu - (bi[i] if biased else 0.0)
-        bu_new, U = _solve_block(ou, pu, i, yu, w, V, W * l2 * su / N, W * lb * su / N, W * gram / (N * M) * (V.T @ V), biased)
-        if biased: bu = bu_new
-        yi = rr - mu - (bu[u] if biased else 0.0)
-        bi_new, V = _solve_block(oi, pi, u, yi, w, U, W * l2 * si / M, W * lb * si / M, W * gram / (N * M) * (U.T @ U), biased)
-        if biased: bi = bi_new
-        model = RegMF(U, V, mu, bu, bi, cfg)
-        err = rr - model.score(u, i)
-        terms = {'omse': float(np.sum(w * err ** 2) / W), 'l2_loss': float((su @ (U * U).sum(1)) / N + (si @ (V * V).sum(1)) / M),
-                 'gr_loss': float(np.sum((U.T @ U) * (V.T @ V)) / (N * M)),
-                 'bias_loss': float((su @ bu ** 2) / N + (si @ bi ** 2) / M) if biased else 0.0}
-        terms['total_loss'] = terms['omse'] + l2 * terms['l2_loss'] + gram * terms['gr_loss'] + lb * terms['bias_loss']
-        terms['train_rmse'] = float(np.sqrt(np.mean(err ** 2)))
-        if val is not None: terms['val_rmse'] = model.rmse(val)
-        row = {'step': it, **terms, 'seconds': time.perf_counter() - t0}
-        rows.append(row)
-        if progress: bar.set_postfix({kk: round(v, 4) for kk, v in row.items() if kk in ('total_loss', 'val_rmse')})
-        if callback is not None and callback(it, row): break
-        if prev is not None and tol > 0 and abs(prev - terms['total_loss']) <= tol * abs(prev): break
-        prev = terms['total_loss']
-    return RegMF(U.astype(np.float32), V.astype(np.float32), mu,
-                 None if bu is None else bu.astype(np.float32), None if bi is None else bi.astype(np.float32), cfg, pd.DataFrame(rows))
+    with np.errstate(over='ignore', invalid='ignore'):   # a blow-up is reported as a divergence, not as warnings
+        for it in bar:
+            yu = rr - mu - (bi[i] if biased else 0.0)
+            bu_new, U = _solve_block(ou, pu, i, yu, w, V, W * l2 * su / N, W * lb * su / N, W * gram / (N * M) * (V.T @ V), biased)
+            if biased: bu = bu_new
+            yi = rr - mu - (bu[u] if biased else 0.0)
+            bi_new, V = _solve_block(oi, pi, u, yi, w, U, W * l2 * si / M, W * lb * si / M, W * gram / (N * M) * (U.T @ U), biased)
+            if biased: bi = bi_new
+            model = snap(U, V, bu, bi)
+            pred = model.score(u, i)
+            err = rr - pred
+            terms = {'omse': float(np.sum(w * err ** 2) / W), 'l2_loss': float((su @ (U * U).sum(1)) / N + (si @ (V * V).sum(1)) / M),
+                     'gr_loss': float(np.sum((U.T @ U) * (V.T @ V)) / (N * M)),
+                     'bias_loss': float((su @ bu ** 2) / N + (si @ bi ** 2) / M) if biased else 0.0}
+            terms['total_loss'] = terms['omse'] + l2 * terms['l2_loss'] + gram * terms['gr_loss'] + lb * terms['bias_loss']
+            why = divergence_reason(terms['total_loss'], best['J'], it)
+            if why: reason = why; break
+            if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=it, P=(U, V, bu, bi))
+            terms['train_rmse'] = rmse(pred, r)
+            if val is not None: terms['val_rmse'] = score(model.predict(vu, vi), vr)['rmse']
+            row = {'step': it, **terms, 'seconds': time.perf_counter() - t0}
+            rows.append(row)
+            if progress: bar.set_postfix({kk: round(v, 4) for kk, v in row.items() if kk in ('total_loss', 'val_rmse')})
+            if callback is not None and callback(it, row): reason = 'callback'; break
+            if prev is not None and tol > 0 and abs(prev - terms['total_loss']) <= tol * abs(prev): reason = 'converged'; break
+            prev = terms['total_loss']
+    if reason.startswith('diverged'):
+        if best['P'] is None: raise FloatingPointError(f"the first ALS sweep gave a non-finite objective ({reason})")
+        U, V, bu, bi = best['P']
+    return _stop(snap(U, V, bu, bi, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized_als')
