@@ -6,6 +6,7 @@ import pytest
 
 from thu_big_data_ml import compare as C
 from thu_big_data_ml.data import Interactions, NetflixShape, generate_netflix_like, load_truth, read_course_files, holdout_split
+from thu_big_data_ml.metrics import evaluate
 from thu_big_data_ml.mf import fit_mf
 
 
@@ -23,12 +24,15 @@ def test_time_aware_model_beats_biased_mf_on_data_with_a_time_effect(timed):
     k, lam = 10, 5.0
     base = fit_mf(timed.train, k=k, lam=lam, method='als', biased=True, max_iter=12, progress=False)
     tm = C.fit_time_mf(timed.train, k=k, lam=lam, n_bins=10, n_rounds=6, als_sweeps=2, progress=False)
-    r_base = C.rmse(np.clip(base.predict(timed.test.user, timed.test.item), 1, 5), timed.test.rating)
-    r_time = tm.rmse(timed.test)
+    te = timed.test
+    r_base = evaluate(base, te)['rmse']
+    r_time = evaluate(tm, te, day=te.day)['rmse']
     assert r_time < r_base - 0.005, (r_base, r_time)
+    assert evaluate(tm, te)['rmse'] > r_time           # without days the time terms are off
     # started from the converged biased MF (as in the chapter), the time terms also give the gain
     warm = C.fit_time_mf(timed.train, k=k, lam=lam, n_bins=10, init=base, n_rounds=2, als_sweeps=1, progress=False)
-    assert warm.rmse(timed.test) < r_base - 0.005, (r_base, warm.rmse(timed.test))
+    r_warm = evaluate(warm, te, day=te.day)['rmse']
+    assert r_warm < r_base - 0.005, (r_base, r_warm)
     with pytest.raises(ValueError, match='init'): C.fit_time_mf(timed.train, k=k + 1, init=base, progress=False)
     # the learned item-bin biases follow the generator's item drift (positive drift -> rising bias)
     slope = tm.bbin[:, -1] - tm.bbin[:, 0]
@@ -62,7 +66,27 @@ def test_fit_time_mf_bad_input():
     with pytest.raises(ValueError, match='lam'): C.fit_time_mf(tr, k=1, lam=-1, item_bins=False, user_drift=False)
     with pytest.raises(TypeError): C.fit_time_mf(np.zeros(3))
     m = C.fit_time_mf(tr, k=0, item_bins=False, user_drift=False, n_rounds=2, progress=False)
-    with pytest.raises(ValueError): m.predict(np.array([5]), np.array([0]))
+    with pytest.raises(ValueError, match='indices must lie'): m.predict(np.array([5]), np.array([0]))
+    with pytest.raises(TypeError, match='integers'): m.predict(np.array([0.0]), np.array([0]))
+    with pytest.raises(TypeError, match='day'): m.predict(np.array([0]), np.array([0]), day=np.array([1.5]))
+    with pytest.raises(ValueError, match='one length'): m.predict(np.array([0, 1]), np.array([0]))
+
+
+def test_time_model_fallback_for_unseen_users_and_items():
+    "A user (item) without training ratings gets every user (item) term at 0, whatever the fit did; counted in info_."
+    rng = np.random.default_rng(7)
+    n_u, n_i, n = 30, 20, 400
+    u, i = rng.integers(0, n_u - 1, n), rng.integers(0, n_i - 1, n)    # user 29 and item 19 stay unseen
+    key = np.unique(u * n_i + i); u, i = key // n_i, key % n_i
+    tr = Interactions(u, i, rng.integers(1, 6, len(u)), 15_000 + rng.integers(0, 900, len(u)), n_u, n_i)
+    m = C.fit_time_mf(tr, k=3, lam=1.0, n_bins=4, n_rounds=3, progress=False)
+    day = np.full(3, 15_500)
+    p = m.predict(np.array([29, 0, 29]), np.array([0, 19, 19]), day)
+    comp = m.components(np.array([0]), np.array([0]), day[:1])
+    assert p[0] == pytest.approx(m.mu + comp['item'][0] + comp['item_time'][0])    # no user terms
+    assert p[2] == pytest.approx(m.mu)
+    assert m.info_ == {'pairs': 3, 'unseen_user': 2, 'unseen_item': 2, 'fallback': 3}
+    assert m.U[29].any() == False and m.V[19].any() == False and m.bbin[19].any() == False
 
 
 def test_year_bias_and_title_transfer():
@@ -92,14 +116,18 @@ def test_rmse_by_bucket_matches_a_loop():
     rng = np.random.default_rng(2)
     tr = Interactions(rng.integers(0, 20, 300), rng.integers(0, 15, 300), rng.integers(1, 6, 300), None, 20, 15)
     te = Interactions(rng.integers(0, 20, 100), rng.integers(0, 15, 100), rng.integers(1, 6, 100), None, 20, 15)
-    p = rng.normal(3, 1, 100)
+    p = rng.normal(3, 1.5, 100)
+    assert (p < 1).any() and (p > 5).any()
     edges = (0, 1, 10, 20, np.inf)
-    tab = C.rmse_by_bucket({'a': p}, te, tr, 'user', edges)
+    tab = C.rmse_by_bucket({'a': p}, te, tr, 'user', edges)                    # clipped to [1, 5] by default
+    raw = C.rmse_by_bucket({'a': p}, te, tr, 'user', edges, clip=None)
     cnt = np.bincount(tr.user, minlength=20)[te.user]
     for (lo, hi), lab in zip(zip(edges[:-1], edges[1:]), tab.index):
         m = (cnt >= lo) & (cnt < hi)
         assert tab.loc[lab, 'test_ratings'] == m.sum()
-        if m.any(): assert tab.loc[lab, 'a'] == pytest.approx(np.sqrt(np.mean((p[m] - te.rating[m]) ** 2)))
+        if m.any():
+            assert tab.loc[lab, 'a'] == pytest.approx(np.sqrt(np.mean((np.clip(p[m], 1, 5) - te.rating[m]) ** 2)))
+            assert raw.loc[lab, 'a'] == pytest.approx(np.sqrt(np.mean((p[m] - te.rating[m]) ** 2)))
     assert tab['test_ratings'].sum() == 100
     with pytest.raises(ValueError): C.rmse_by_bucket({'a': p[:5]}, te, tr)
     with pytest.raises(ValueError): C.rmse_by_bucket({'a': p}, te, tr, by='movie')
@@ -132,6 +160,11 @@ def test_scaling_study_runs_and_measures():
     assert list(df.fraction) == [0.5, 1.0] and (df.fit_s >= 0).all() and (df.fit_peak_mb >= 0).all()
     assert preds['mean'].shape == (100,)
     assert df.rmse.iloc[-1] == pytest.approx(np.sqrt(np.mean((np.mean(tr.rating) - te.rating) ** 2)))
+    class Wild(Mean):                     # predictions beyond the scale: kept unclipped, scored clipped
+        def predict(self, u, i): return np.where(np.arange(len(u)) % 2, 9.0, -3.0)
+    df, preds = C.scaling_study(tr, te, {'wild': Wild}, fractions=(1.0,), progress=False, return_predictions=True)
+    assert preds['wild'].max() == 9 and df.clipped.iloc[0] == 100
+    assert df.rmse.iloc[0] == pytest.approx(np.sqrt(np.mean((np.where(np.arange(100) % 2, 5, 1) - te.rating) ** 2)))
     with C.PeakMemory() as pm: big = np.ones(20_000_000)       # 160 MB
     assert pm.peak_bytes > 100 * 2**20 and pm.seconds > 0
     del big

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'mae', 'PeakMemory', 'nested_user_subsets', 'loglog_slope', 'scaling_study',
+__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'PeakMemory', 'nested_user_subsets', 'loglog_slope', 'scaling_study',
            'scaling_slopes', 'extrapolate', 'bucket_labels', 'rmse_by_bucket', 'cold_split', 'nearest_items',
            'latent_extremes', 'title_tokens', 'title_similarity', 'TimeAwareMF', 'fit_time_mf', 'transfer_by_titles',
            'spark_available', 'spark_session', 'spark_als']
@@ -28,14 +28,7 @@ def _check_inter(data: Any, name: str = 'data') -> None:
         if not hasattr(data, a):
             raise TypeError(f"{name} must be an Interactions (user, item, rating, day, n_users, n_items); it has no {a!r}")
 
-from .cf import rmse   # one definition of RMSE for every chapter
-
-def mae(pred: np.ndarray, truth: np.ndarray) -> float:
-    "Mean absolute error (float64)."
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    if pred.shape != truth.shape: raise ValueError(f"shapes differ: {pred.shape} vs {truth.shape}")
-    if pred.size == 0: raise ValueError("empty: MAE is undefined")
-    return float(np.mean(np.abs(pred - truth)))
+from .metrics import RATING_RANGE, check_pairs, evaluate, rmse, score, unseen_info   # one RMSE, one clip
 
 # %% ../nbs/08_comparison.ipynb #af00905c
 class PeakMemory:
@@ -119,9 +112,9 @@ def scaling_study(train: Any, test: Any, methods: dict[str, Callable[[Any], Any]
                   fractions: tuple = (0.1, 0.2, 0.4, 0.7, 1.0), seed: int = 0, progress: bool = True,
                   return_predictions: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Fit and predict every method on nested user subsets: one row per (fraction, method) with users, ratings,
-    fit / predict seconds, peak memory (MB above the start) of each phase, test RMSE and MAE (clipped to [1, 5]).
-    `methods[name](train) -> model` returns a fitted model with `predict(user, item)`. With `return_predictions`, also
-    the clipped test predictions at fraction 1 (name -> array, in the order of `test`)."""
+    fit / predict seconds, peak memory (MB above the start) of each phase, test RMSE and MAE (`metrics.score`: clipped
+    to [1, 5]). `methods[name](train) -> model` returns a fitted model with `predict(user, item)`. With
+    `return_predictions`, also the (unclipped) test predictions at fraction 1 (name -> array, in the order of `test`)."""
     from tqdm.auto import tqdm
     if not methods: raise ValueError("no methods given")
     rows, kept = [], {}
@@ -130,10 +123,11 @@ def scaling_study(train: Any, test: Any, methods: dict[str, Callable[[Any], Any]
     for f, tr, te in subsets:
         for name, fit in methods.items():
             with PeakMemory() as mf_: model = fit(tr)
-            with PeakMemory() as mp_: pred = np.clip(np.asarray(model.predict(te.user, te.item), np.float64), 1, 5)
+            with PeakMemory() as mp_: pred = np.asarray(model.predict(te.user, te.item), np.float64)
+            s = score(pred, te.rating)
             rows.append(dict(fraction=f, method=name, users=tr.n_users, train_ratings=len(tr), test_ratings=len(te),
                              fit_s=mf_.seconds, predict_s=mp_.seconds, fit_peak_mb=mf_.peak_bytes / 2**20,
-                             predict_peak_mb=mp_.peak_bytes / 2**20, rmse=rmse(pred, te.rating), mae=mae(pred, te.rating)))
+                             predict_peak_mb=mp_.peak_bytes / 2**20, rmse=s['rmse'], mae=s['mae'], clipped=s['clipped']))
             if f == 1.0: kept[name] = pred
             del model, pred
             bar.update()
@@ -180,9 +174,9 @@ def bucket_labels(edges: tuple = DEFAULT_EDGES) -> list[str]:
     return out
 
 def rmse_by_bucket(preds: dict[str, np.ndarray], test: Any, train: Any, by: str = 'user',
-                   edges: tuple = DEFAULT_EDGES) -> pd.DataFrame:
-    """RMSE of each method's test predictions grouped by how many training ratings the test pair's user
-    (`by='user'`, activity) or item (`by='item'`, popularity) has; with the number of test ratings per bucket."""
+                   edges: tuple = DEFAULT_EDGES, clip: tuple[float, float] | None = RATING_RANGE) -> pd.DataFrame:
+    """RMSE (`metrics.score`, clipped to `clip`) of each method's test predictions grouped by how many training ratings
+    the test pair's user (`by='user'`, activity) or item (`by='item'`, popularity) has; with the test ratings per bucket."""
     _check_inter(test, 'test'); _check_inter(train, 'train')
     if by not in ('user', 'item'): raise ValueError(f"by must be 'user' or 'item', got {by!r}")
     e = np.asarray(edges, np.float64)
@@ -198,7 +192,7 @@ def rmse_by_bucket(preds: dict[str, np.ndarray], test: Any, train: Any, by: str 
         for name, p in preds.items():
             p = np.asarray(p)
             if p.shape != test.rating.shape: raise ValueError(f"{name}: {p.shape} predictions for {test.rating.shape} test ratings")
-            r[name] = rmse(p[m], test.rating[m]) if m.any() else np.nan
+            r[name] = score(p[m], test.rating[m], clip)['rmse'] if m.any() else np.nan
         rows.append(r)
     return pd.DataFrame(rows).set_index('bucket')
 
@@ -308,7 +302,9 @@ def _drift(day: np.ndarray, mean_day: np.ndarray, beta: float) -> np.ndarray:
 class TimeAwareMF:
     """A time-aware biased factorisation (Koren's timeSVD without the per-day terms):
     r(u, i, t) = mu + b_u + alpha_u dev_u(t) + b_i + b_{i, bin(t)} + b_year(i) + p_u . q_i.
-    Items without training ratings take title-neighbour estimates of b_i and q_i when the model was fitted with titles."""
+    `predict(user, item, day=None)` is unclipped. Fallback: a user without training ratings has every user term at 0
+    (mu + the item's terms); an item without them every item term at 0 except the year bias, and title-neighbour
+    estimates of b_i and q_i when the model was fitted with titles. `info_` counts them after each `predict`."""
     mu: float
     bu: np.ndarray
     bi: np.ndarray
@@ -324,16 +320,17 @@ class TimeAwareMF:
     beta: float = 0.4
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     config: dict = field(default_factory=dict)
+    user_count: np.ndarray | None = None     # training ratings per user (None: every index counts as seen)
+    item_count: np.ndarray | None = None
+
+    def __post_init__(self): self.info_: dict = {}
 
     @property
     def n_bins(self) -> int: return self.bbin.shape[1]
 
     def components(self, user: np.ndarray, item: np.ndarray, day: np.ndarray | None = None) -> dict[str, np.ndarray]:
         "Each additive term of the prediction at (user, item, day) (float64 arrays); without days the time terms are 0."
-        u, i = np.asarray(user, np.int64), np.asarray(item, np.int64)
-        if u.shape != i.shape or u.ndim != 1: raise ValueError(f"user and item must be 1-d of one length, got {u.shape}, {i.shape}")
-        if u.size and (u.min() < 0 or u.max() >= len(self.bu)): raise ValueError(f"user indices must lie in [0, {len(self.bu)})")
-        if i.size and (i.min() < 0 or i.max() >= len(self.bi)): raise ValueError(f"item indices must lie in [0, {len(self.bi)})")
+        u, i = check_pairs(user, item, len(self.bu), len(self.bi))
         yi = self.year_index[i]
         out = {'mu': np.full(len(u), self.mu), 'user': self.bu[u].astype(np.float64), 'item': self.bi[i].astype(np.float64),
                'year': np.where(yi >= 0, self.byear[np.maximum(yi, 0)], 0.0) if len(self.byear) else np.zeros(len(u)),
@@ -343,20 +340,19 @@ class TimeAwareMF:
         else:
             day = np.asarray(day)
             if day.shape != u.shape: raise ValueError(f"day must have one entry per pair, got {day.shape}")
+            if day.dtype == bool or not np.issubdtype(day.dtype, np.integer):
+                raise TypeError(f"day must hold integer days since 1970-01-01, got dtype {day.dtype}")
             out['item_time'] = self.bbin[i, _bins(day, self.d0, self.d1, self.n_bins)].astype(np.float64)
             out['user_drift'] = self.alpha[u] * _drift(day, self.mean_day[u], self.beta)
         return out
 
-    def predict(self, user: np.ndarray, item: np.ndarray, day: np.ndarray | None = None,
-                clip: tuple[float, float] | None = None) -> np.ndarray:
-        "Predicted ratings (float32); `day` (int days since 1970) switches on the time terms."
-        p = sum(self.components(user, item, day).values())
-        p = np.clip(p, *clip) if clip is not None else p
-        return p.astype(np.float32)
-
-    def rmse(self, data: Any, clip: tuple[float, float] | None = (1.0, 5.0)) -> float:
-        "RMSE on an `Interactions` (with its days when present)."
-        return rmse(self.predict(data.user, data.item, getattr(data, 'day', None), clip), data.rating)
+    def predict(self, user: Any, item: Any, day: np.ndarray | None = None) -> np.ndarray:
+        "Unclipped predicted ratings (float64); `day` (int days since 1970) switches on the time terms; counts in `info_`."
+        u, i = check_pairs(user, item, len(self.bu), len(self.bi))
+        p = sum(self.components(u, i, day).values())
+        seen = lambda c, n: np.ones(n, np.int64) if c is None else c
+        _, _, self.info_ = unseen_info(u, i, seen(self.user_count, len(self.bu)), seen(self.item_count, len(self.bi)))
+        return p
 
 def _year_index(years: Any, n_items: int) -> tuple[np.ndarray, int]:
     y = pd.array(years, dtype='Float64').to_numpy(dtype=np.float64, na_value=np.nan)
@@ -446,18 +442,23 @@ def fit_time_mf(train: Any, k: int = 20, lam: float = 5.0, n_bins: int = 30, ite
                        max_iter=als_sweeps, tol=0.0, init=(U, V), progress=False)
             U, V = m.U, m.V
             e = target - np.einsum('nk,nk->n', U[u].astype(np.float64), V[i])
-        row = dict(round=rnd + 1, train_rmse=float(np.sqrt(np.mean(e * e))), seconds=time.perf_counter() - t0)
+        row = dict(round=rnd + 1, train_rmse=rmse(r - e, r), seconds=time.perf_counter() - t0)   # unclipped: the fit
         if ov is not None:
             mod = TimeAwareMF(mu, bu, bi, alpha, bbin, byear, yidx, U, V, mean_day, d0, d1, beta)
-            row['val_rmse'] = mod.rmse(ov)
+            row['val_rmse'] = evaluate(mod, ov, day=getattr(ov, 'day', None))['rmse']
         rows.append(row); bar.set_postfix(train=f"{row['train_rmse']:.4f}", val=f"{row.get('val_rmse', np.nan):.4f}")
     bar.close()
+    cnt_i = np.bincount(i, minlength=ni)
+    U, V = np.array(U, np.float32), np.array(V, np.float32)
+    for side, c in ((bu, cnt_u), (alpha, cnt_u), (U, cnt_u), (bi, cnt_i), (bbin, cnt_i), (V, cnt_i)):
+        side[c == 0] = 0                          # the documented fallback: no data, no term (ALS and the ridges give 0 too)
     model = TimeAwareMF(mu, bu.astype(np.float32), bi.astype(np.float32), alpha.astype(np.float32), bbin.astype(np.float32),
-                        byear.astype(np.float32), yidx, np.asarray(U, np.float32), np.asarray(V, np.float32), mean_day, d0, d1, beta,
+                        byear.astype(np.float32), yidx, U, V, mean_day, d0, d1, beta,
                         pd.DataFrame(rows), dict(k=int(k), lam=lam, n_bins=n_bins, item_bins=item_bins, user_drift=user_drift,
                                                  years=years is not None, titles=titles is not None, reg_bias=reg_bias,
-                                                 reg_bin=reg_bin, reg_drift=reg_drift, reg_year=reg_year, beta=beta))
-    if titles is not None: transfer_by_titles(model, titles, np.bincount(i, minlength=ni), title_shrink)
+                                                 reg_bin=reg_bin, reg_drift=reg_drift, reg_year=reg_year, beta=beta),
+                        cnt_u, cnt_i)
+    if titles is not None: transfer_by_titles(model, titles, cnt_i, title_shrink)
     return model
 
 def transfer_by_titles(model: Any, titles: Any, counts: np.ndarray, shrink: float = 0.5) -> int:
@@ -525,7 +526,8 @@ def spark_als(train: Any, test: Any, rank: int = 10, reg: float = 0.05, max_iter
               seed: int = 0, spark: Any = None, blocks: int | None = None) -> dict:
     """Fit `pyspark.ml.recommendation.ALS` (explicit ratings) on `train` and predict `test`.
     Spark minimises sum (r - u.v)^2 + reg (sum_u n_u |u|^2 + sum_i n_i |v|^2) (ALS-WR: the penalty scales with counts).
-    Returns predictions (NaN for users / items unseen in train), RMSE over the defined ones, and timings (s):
+    Returns predictions (NaN for users / items unseen in train), RMSE over the defined ones (`metrics.score`, clipped
+    to [1, 5]), and timings (s):
     `load_s` (data into Spark), `fit_s`, `predict_s` (transform + collect). `blocks`: user and item blocks of the
     factor matrices (default: the cores of 'local[n]', else Spark's 10); on a cluster use a few per executor core."""
     import os, tempfile
@@ -562,6 +564,6 @@ def spark_als(train: Any, test: Any, rank: int = 10, reg: float = 0.05, max_iter
     if own: spark.stop()
     ok = np.isfinite(pred)
     r = np.asarray(test.rating, np.float64)
-    return dict(pred=pred, rmse=rmse(np.clip(pred[ok], 1, 5), r[ok]) if ok.any() else np.nan, defined=int(ok.sum()),
+    return dict(pred=pred, rmse=score(pred[ok], r[ok])['rmse'] if ok.any() else np.nan, defined=int(ok.sum()),
                 start_s=start_s, load_s=load_s, fit_s=fit_s, predict_s=predict_s, train_ratings=int(n),
                 rank=int(rank), reg=float(reg), max_iter=int(max_iter), master=master)
