@@ -4,6 +4,7 @@ import pytest
 
 from thu_big_data_ml.data import Interactions
 from thu_big_data_ml.bayes import fit_bayes_mf, normal_gamma_draw, nested_cv_bayes, BayesMFModel
+from thu_big_data_ml.metrics import evaluate, score
 
 
 def make_data(n_users=60, n_items=45, density=0.35, rank=2, noise=0.3, seed=0, discrete=False) -> Interactions:
@@ -45,7 +46,7 @@ def test_posterior_recovers_noise_level_and_beats_single_samples():
     m = fit_bayes_mf(tr, k=4, n_samples=150, burn_in=50, val=te, clip=None, progress=False)
     # the sampled noise sd settles near the true 0.3 (train residuals are slightly smaller than the noise)
     assert 0.22 < m.history.noise_sd.iloc[-50:].mean() < 0.36
-    post = m.rmse(te, clip=None)
+    post = evaluate(m, te, clip=None)['rmse']
     p_last = (m.W[-1][te.user] * m.V[-1][te.item]).sum(1) + m.mu + m.bu[-1][te.user] + m.bi[-1][te.item]
     single = float(np.sqrt(np.mean((p_last - te.rating) ** 2)))
     assert post < single                     # averaging over the posterior helps
@@ -64,7 +65,9 @@ def test_history_and_thinning(data):
     manual = np.mean([m.mu + m.bu[s][data.user[:5]] + m.bi[s][data.item[:5]] +
                       (m.W[s][data.user[:5]] * m.V[s][data.item[:5]]).sum(1) for s in range(m.n_kept)], axis=0)
     np.testing.assert_allclose(p, manual, rtol=1e-5)
-    assert ((m.predict(data.user, data.item, clip=(1, 5)) >= 1) & (m.predict(data.user, data.item, clip=(1, 5)) <= 5)).all()
+    full = m.predict(data.user, data.item)                     # unclipped: clipping happens in metrics.score only
+    assert full.dtype == np.float64 and np.isfinite(full).all()
+    assert np.array_equal(full[:5], p) and score(full, data.rating)['clipped'] == int(((full < 1) | (full > 5)).sum())
 
 
 def test_normal_gamma_draw_concentrates_on_truth():
@@ -115,9 +118,9 @@ def test_bad_data(data):
     with pytest.raises(TypeError):
         fit_bayes_mf(np.zeros((3, 3)), n_samples=3, burn_in=0, progress=False)
     m = fit_bayes_mf(data, k=2, n_samples=3, burn_in=0, progress=False)
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match=r'in \[0, 60\)'):
         m.predict(np.array([data.n_users]), np.array([0]))
-    with pytest.raises(ValueError, match='same length'):
+    with pytest.raises(ValueError, match='one length'):
         m.predict(np.array([0, 1]), np.array([0]))
     with pytest.raises(ValueError, match='inner_frac'):
         nested_cv_bayes(data, [{'k': 2}], inner_frac=1.0)
@@ -128,6 +131,6 @@ def test_bad_data(data):
 def test_val_prediction_is_the_all_sample_posterior_mean(data):
     m = fit_bayes_mf(data, k=2, n_samples=25, burn_in=5, keep=3, progress=False, val=data)
     assert m.val_prediction.shape == (len(data),)
-    rm = float(np.sqrt(np.mean((m.val_prediction - data.rating) ** 2)))
+    rm = score(m.val_prediction, data.rating)['rmse']           # clipped to (1, 5), as the curve
     assert rm == pytest.approx(m.history.val_rmse.iloc[-1], rel=1e-9)
     assert fit_bayes_mf(data, k=2, n_samples=3, burn_in=1, progress=False).val_prediction is None

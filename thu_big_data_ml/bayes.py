@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import Interactions, holdout_split, kfold_splits
+from .metrics import RATING_RANGE, check_pairs, check_triples, score, unseen_info
 
 # %% auto #0
 __all__ = ['normal_gamma_draw', 'BayesMFModel', 'fit_bayes_mf', 'nested_cv_bayes']
@@ -154,9 +155,17 @@ def normal_gamma_draw(rng: np.random.Generator, X: np.ndarray, a0: float = 1.0, 
     return lam, mu
 
 # %% ../nbs/10_bayesian_mf.ipynb #8c3b8dcb
+def _fallback_fix(p: np.ndarray, mu: float, bu: np.ndarray, bi: np.ndarray, u: np.ndarray, i: np.ndarray,
+                  su: np.ndarray, si: np.ndarray) -> np.ndarray:
+    "Overwrite the pairs with an unseen user (`su`) or item (`si`): global mean + the seen side's bias (bu, bi: one sample)."
+    m = su | si
+    if m.any(): p[m] = mu + np.where(su[m], 0.0, bu[u[m]]) + np.where(si[m], 0.0, bi[i[m]])
+    return p
+
 @dataclass
 class BayesMFModel:
-    "Posterior samples (thinned) of a Bayesian MF; predictions are posterior means."
+    """Posterior samples (thinned) of a Bayesian MF. `predict` gives unclipped posterior means; pairs with an unseen user or
+    item get the fallback mu + the seen side's posterior-mean bias (mu if both are unseen), counted in `info_`."""
     mu: float
     W: np.ndarray          # samples x users x k: user factors including the implicit offset
     V: np.ndarray          # samples x items x k
@@ -164,58 +173,78 @@ class BayesMFModel:
     bi: np.ndarray         # samples x items
     history: pd.DataFrame = field(repr=False)
     config: dict = field(default_factory=dict)
-    val_prediction: np.ndarray | None = field(default=None, repr=False)  # posterior mean at the `val` pairs, all samples
+    val_prediction: np.ndarray | None = field(default=None, repr=False)  # unclipped posterior mean at `val`, all samples
+    user_count: np.ndarray | None = field(default=None, repr=False)      # training ratings per user (0 = unseen)
+    item_count: np.ndarray | None = field(default=None, repr=False)
+    info_: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_kept(self) -> int: return len(self.V)
+    @property
+    def n_users(self) -> int: return self.W.shape[1]
+    @property
+    def n_items(self) -> int: return self.V.shape[1]
 
-    def predict(self, user: np.ndarray, item: np.ndarray, clip: tuple[float, float] | None = None) -> np.ndarray:
-        "Posterior-mean prediction at (user, item) pairs, optionally clipped to the rating scale."
-        user = np.asarray(user, np.int64); item = np.asarray(item, np.int64)
-        if len(user) != len(item): raise ValueError('user and item must have the same length')
-        if len(user) and (user.min() < 0 or user.max() >= self.W.shape[1] or item.min() < 0 or item.max() >= self.V.shape[1]):
-            raise IndexError('user or item index out of range')
-        pr = _kernels()['predict'] if len(user) > 20000 else _predict_reference
-        p = np.zeros(len(user))
-        for s in range(self.n_kept): p += pr(self.W[s], self.V[s], self.mu, self.bu[s], self.bi[s], user, item)
+    def predict(self, user: Any, item: Any) -> np.ndarray:
+        "Unclipped posterior-mean predictions at (user, item) pairs (float64, one per pair); unseen sides use the fallback."
+        u, i = check_pairs(user, item, self.n_users, self.n_items)
+        uc = self.user_count if self.user_count is not None else np.ones(self.n_users, np.int64)
+        ic = self.item_count if self.item_count is not None else np.ones(self.n_items, np.int64)
+        su, si, self.info_ = unseen_info(u, i, uc, ic)
+        pr = _kernels()['predict'] if len(u) > 20000 else _predict_reference
+        p = np.zeros(len(u))
+        for s in range(self.n_kept): p += pr(self.W[s], self.V[s], self.mu, self.bu[s], self.bi[s], u, i)
         p /= max(self.n_kept, 1)
-        return np.clip(p, *clip) if clip is not None else p
+        p = _fallback_fix(p, self.mu, self.bu.mean(0, dtype=np.float64), self.bi.mean(0, dtype=np.float64), u, i, su, si)
+        if not np.isfinite(p).all(): raise FloatingPointError(f'{int((~np.isfinite(p)).sum())} predictions are NaN/inf: '
+                                                              'the stored posterior samples are not finite')
+        return p
 
-    def rmse(self, data: Interactions, clip: tuple[float, float] | None = (1, 5)) -> float:
-        "RMSE of the posterior mean on `data` (clipped to `clip`, the MovieLens scale by default)."
-        return float(np.sqrt(np.mean((self.predict(data.user, data.item, clip) - data.rating) ** 2)))
+# %% ../nbs/10_bayesian_mf.ipynb #306bd01f
+def _check_state(s: int, sse: float, alpha: float, hyp: dict) -> None:
+    "Raise `FloatingPointError` if the Gibbs state after sweep `s` is not finite (divergence), never continue with NaN."
+    bad = [n for n, (lam, m) in hyp.items() if not (np.isfinite(lam).all() and np.isfinite(m).all())]
+    if not math.isfinite(sse) or not (math.isfinite(alpha) and alpha > 0) or bad:
+        raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: residual sum of squares {sse!r}, noise precision '
+                                 f'{alpha!r}, non-finite prior parameters {bad}. Check the ratings\' scale (centre/scale '
+                                 'huge values) or lower init_std.')
 
+# %% ../nbs/10_bayesian_mf.ipynb #c6622026
 def _csr(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((cols, rows))
     indptr = np.zeros(n + 1, np.int64); np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return indptr, order
 
-def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in: int = 50, implicit: bool = False,
-                 seed: int = 0, val: Interactions | None = None, keep: int = 100, init_std: float = 0.1,
-                 clip: tuple[float, float] | None = (1, 5), backend: str = 'numba', progress: bool = True) -> BayesMFModel:
+def _check_fit_args(k, n_samples, burn_in, keep, backend) -> None:
+    def whole(x): return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    if not whole(k) or k < 1: raise ValueError(f'k must be an integer >= 1, got {k!r}')
+    if not whole(n_samples) or n_samples < 1: raise ValueError(f'n_samples must be an integer >= 1, got {n_samples!r}')
+    if not whole(burn_in) or not 0 <= burn_in < n_samples:
+        raise ValueError(f'burn_in must be an integer in [0, n_samples), got {burn_in!r} with n_samples={n_samples}')
+    if not whole(keep) or keep < 1: raise ValueError(f'keep must be an integer >= 1, got {keep!r}')
+    if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+
+# %% ../nbs/10_bayesian_mf.ipynb #88e2a27b
+def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 50, implicit: bool = False,
+                 seed: int = 0, val: Any = None, keep: int = 100, init_std: float = 0.1,
+                 clip: tuple[float, float] | None = RATING_RANGE, backend: str = 'numba', progress: bool = True) -> BayesMFModel:
     """Bayesian biased MF by coordinate-wise Gibbs sampling (BPMF-style per-dimension Normal-Gamma priors, Gamma noise
     precision; optional SVD++-style implicit user term). Returns the posterior mean predictor over the samples after
-    `burn_in` (thinned to at most `keep`). `val` is only scored (running posterior mean, `clip`ped), never fitted."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f'k must be an integer >= 1, got {k!r}')
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1: raise ValueError(f'n_samples must be an integer >= 1, got {n_samples!r}')
-    if not isinstance(burn_in, (int, np.integer)) or not 0 <= burn_in < n_samples:
-        raise ValueError(f'burn_in must be an integer in [0, n_samples), got {burn_in!r} with n_samples={n_samples}')
-    if keep < 1: raise ValueError(f'keep must be >= 1, got {keep!r}')
-    if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
-    if not hasattr(train, 'rating'): raise TypeError('train must be an Interactions')
-    if len(train) == 0: raise ValueError('train has no ratings')
-    r = np.asarray(train.rating, np.float64)
-    if not np.isfinite(r).all(): raise ValueError('train contains NaN or infinite ratings')
-    if val is not None and (val.n_users != train.n_users or val.n_items != train.n_items):
-        raise ValueError(f'val shape {val.n_users}x{val.n_items} differs from train {train.n_users}x{train.n_items}')
+    `burn_in` (thinned to at most `keep`). `val` is only scored (running posterior mean, `metrics.score` with `clip`),
+    never fitted. A non-finite chain raises `FloatingPointError`."""
+    _check_fit_args(k, n_samples, burn_in, keep, backend)
+    t = check_triples(train, 'train')
+    v = None if val is None else check_triples(val, 'val')
+    if v is not None and (v.n_users != t.n_users or v.n_items != t.n_items):
+        raise ValueError(f'val shape {v.n_users}x{v.n_items} differs from train {t.n_users}x{t.n_items}')
     K = _engine(backend)
     rng = np.random.default_rng(seed)
-    u = np.asarray(train.user, np.int64); i = np.asarray(train.item, np.int64)
-    nu, ni = train.n_users, train.n_items
+    u, i, r, nu, ni = t.user, t.item, t.rating, t.n_users, t.n_items
     mu = float(r.mean())
     ip_u, ou = _csr(u, i, nu); ip_i, oi = _csr(i, u, ni)
     col_u, row_i = i[ou], u[oi]
     cnt = np.diff(ip_u); zu = np.where(cnt > 0, 1 / np.sqrt(np.maximum(cnt, 1)), 0.0)
+    user_count, item_count = cnt.astype(np.int64), np.diff(ip_i).astype(np.int64)
     U = rng.normal(0, init_std, (nu, k)); V = rng.normal(0, init_std, (ni, k))
     Y = np.zeros((ni, k)); P = np.zeros((nu, k)); bu = np.zeros(nu); bi = np.zeros(ni)
     e = r - mu - _predict_reference(U, V, 0.0, bu, bi, u, i)
@@ -224,8 +253,10 @@ def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in
                bu=(np.ones(1), np.zeros(1)), bi=(np.ones(1), np.zeros(1)))
     thin = max(1, math.ceil((n_samples - burn_in) / keep))
     kept = dict(W=[], V=[], bu=[], bi=[])
-    acc = np.zeros(len(val)) if val is not None else None
-    if val is not None: vu, vi = np.asarray(val.user, np.int64), np.asarray(val.item, np.int64)   # once, not per sweep
+    acc = np.zeros(len(v)) if v is not None else None
+    if v is not None:   # once, not per sweep: the val pairs and which of them have an unseen side
+        vu, vi = v.user, v.item
+        vsu, vsi, _ = unseen_info(vu, vi, user_count, item_count)
     n_acc, rows_, spent = 0, [], 0.0
     from tqdm.auto import tqdm
     bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress, leave=False)
@@ -243,17 +274,18 @@ def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in
         hyp['bu'] = normal_gamma_draw(rng, bu); hyp['bi'] = normal_gamma_draw(rng, bi)
         sse = float(e @ e)
         alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + sse / 2)))
+        _check_state(s, sse, alpha, hyp)
         W = U + P
         if s >= burn_in and (s - burn_in) % thin == 0:
+            if not all(np.isfinite(x).all() for x in (W, V, bu, bi)):
+                raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: non-finite factors or biases')
             kept['W'].append(W.astype(np.float32)); kept['V'].append(V.astype(np.float32))
             kept['bu'].append(bu.astype(np.float32)); kept['bi'].append(bi.astype(np.float32))
         spent += time.perf_counter() - t0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            acc += K['predict'](W, V, mu, bu, bi, vu, vi); n_acc += 1
-            p = acc / n_acc
-            if clip is not None: p = np.clip(p, *clip)
-            vr = float(np.sqrt(np.mean((p - val.rating) ** 2)))
+            acc += _fallback_fix(K['predict'](W, V, mu, bu, bi, vu, vi), mu, bu, bi, vu, vi, vsu, vsi); n_acc += 1
+            vr = score(acc / n_acc, v.rating, clip)['rmse']
             bar.set_postfix(val=f'{vr:.4f}')
         rows_.append((s, spent, math.sqrt(sse / len(r)), 1 / math.sqrt(alpha), float(hyp['U'][0].mean()),
                       float(hyp['V'][0].mean()), vr))
@@ -261,39 +293,49 @@ def fit_bayes_mf(train: Interactions, k: int = 32, n_samples: int = 300, burn_in
     hist = pd.DataFrame(rows_, columns=['sample', 'seconds', 'train_rmse', 'noise_sd', 'lam_U', 'lam_V', 'val_rmse'])
     cfg = dict(k=int(k), n_samples=int(n_samples), burn_in=int(burn_in), implicit=bool(implicit), seed=seed, thin=thin,
                backend=backend)
-    vp = None
-    if acc is not None:
-        vp = acc / max(n_acc, 1)
-        if clip is not None: vp = np.clip(vp, *clip)
-    return BayesMFModel(mu, *(np.stack(kept[x]) for x in ('W', 'V', 'bu', 'bi')), hist, cfg, vp)
+    vp = acc / max(n_acc, 1) if acc is not None else None
+    return BayesMFModel(mu, *(np.stack(kept[x]) for x in ('W', 'V', 'bu', 'bi')), hist, cfg, vp, user_count, item_count)
 
 # %% ../nbs/10_bayesian_mf.ipynb #5e61c815
+def _fold_rmse(m: BayesMFModel, d: Interactions, clip, where: str) -> float:
+    "`metrics.score` RMSE of the all-sample posterior mean `m.val_prediction` at `d`; a NaN/inf result names the fold."
+    try: out = score(m.val_prediction, d.rating, clip)['rmse']
+    except ValueError as e: raise ValueError(f'{where}: {e}') from None
+    if not math.isfinite(out): raise ValueError(f'{where}: RMSE is {out}')
+    return out
+
 def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
-                    folds: list[int] | None = None, progress: bool = True, **fit_kw) -> pd.DataFrame:
+                    folds: list[int] | None = None, progress: bool = True, clip: tuple[float, float] | None = RATING_RANGE,
+                    **fit_kw) -> pd.DataFrame:
     """Nested CV of `fit_bayes_mf`: per outer fold (the shared `kfold_splits(n, n_folds, seed)`), choose the setting of
     `grid` (dicts of fit arguments) with the lowest RMSE on an inner `inner_frac` split of the outer training part,
-    refit it on the whole outer training part, score the outer test piece. Scores use the posterior mean over all
-    post-burn-in samples (`val_prediction`); the scored split is never fitted. One row per fold, with seconds."""
-    if not grid: raise ValueError('grid must hold at least one setting')
+    refit it on the whole outer training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`) of
+    the posterior mean over all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf score
+    is an error naming the fold. One row per fold, with seconds. Cache it with `core.cached(nested_cv_bayes, ignore=['progress'])`."""
+    if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
     if not 0 < inner_frac < 1: raise ValueError(f'inner_frac must be in (0, 1), got {inner_frac!r}')
-    rows = []
+    clash = {'seed', 'val', 'progress'} & set(fit_kw)
+    if clash: raise TypeError(f'nested_cv_bayes sets {sorted(clash)} itself')
     splits = kfold_splits(len(data), n_folds, seed)
-    for j in (range(n_folds) if folds is None else folds):
+    todo = list(range(n_folds) if folds is None else folds)
+    bad = [f for f in todo if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n_folds]
+    if bad: raise ValueError(f'folds must be integers in [0, {n_folds}), got {bad}')
+    rows = []
+    for j in todo:
         tr_idx, te_idx = splits[j]
         tr, te = data.subset(tr_idx), data.subset(te_idx)
         a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
         itr, iva = tr.subset(a), tr.subset(b)
         t0 = time.perf_counter(); inner = []
-        score = lambda m, d: float(np.sqrt(np.mean((m.val_prediction - d.rating) ** 2)))
-        for g in grid:
-            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, **{**fit_kw, **g})
-            inner.append(score(m, iva))
+        for n, g in enumerate(grid):
+            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, **{**fit_kw, **g})
+            inner.append(_fold_rmse(m, iva, clip, f'fold {j}, inner validation of setting {n} {g}'))
         search = time.perf_counter() - t0
         best = grid[int(np.argmin(inner))]
         t0 = time.perf_counter()
-        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, **{**fit_kw, **best})
+        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, **{**fit_kw, **best})
         refit = time.perf_counter() - t0
-        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner), 'test_rmse': score(m, te),
+        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner), 'test_rmse': _fold_rmse(m, te, clip, f'fold {j}, test'),
                      **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search, 'refit_seconds': refit,
                      'sweep_ms': 1000 * m.history.seconds.iloc[-1] / len(m.history)})
     return pd.DataFrame(rows)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -15,12 +17,14 @@ import pandas as pd
 
 from .core import runs_dir
 from .data import Interactions, kfold_splits, holdout_split
+from .metrics import RATING_RANGE, check_index, evaluate
 from .regularization import fit_regularized_als
 
 # %% auto #0
-__all__ = ['DEFAULT_SPACE', 'concat_interactions', 'SparseKFold', 'cross_validate', 'cv_summary', 'prequential_split',
-           'prequential_rejection', 'prequential_violations', 'study_storage', 'make_study', 'run_study', 'suggest',
-           'als_objective', 'study_seconds', 'tune_cv', 'pareto_frame', 'fig_pareto', 'paired_tests']
+__all__ = ['DEFAULT_SPACE', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate', 'cv_summary',
+           'check_user_time', 'prequential_split', 'prequential_rejection', 'prequential_violations', 'study_storage',
+           'open_storage', 'make_study', 'run_study', 'suggest', 'als_objective', 'study_seconds', 'tune_cv',
+           'pareto_frame', 'fig_pareto', 'DegenerateTestWarning', 'paired_tests']
 
 # %% ../nbs/05_model_selection.ipynb #196fd7cd
 def concat_interactions(parts: list[Interactions]) -> Interactions:
@@ -57,34 +61,78 @@ class SparseKFold:
     def __iter__(self) -> Iterator[tuple[Interactions, Interactions]]:
         return (self.get_fold(j) for j in range(self.k))
 
-def _rmse(model: Any, data: Interactions) -> float:
-    p = np.asarray(model.predict(data.user, data.item), dtype=np.float64)
-    return float(np.sqrt(np.mean((p - data.rating) ** 2)))
+# %% ../nbs/05_model_selection.ipynb #c7364695
+def check_scores(x: Any, name: str = 'scores', folds: Any = None) -> np.ndarray:
+    "Per-fold scores as a 1-d float64 array; a NaN/inf score is a `ValueError` naming its fold (`folds`: labels, default 0..n-1)."
+    try: arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError): raise TypeError(f'{name} must be numbers, got {type(x).__name__}') from None
+    if arr.ndim != 1: raise ValueError(f'{name} must be a 1-d array of per-fold scores, got shape {arr.shape}')
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        labels = list(folds) if folds is not None else list(range(len(arr)))
+        p = int(np.argmax(bad))
+        raise ValueError(f'{name}: fold {labels[p]} scored {arr[p]} ({int(bad.sum())} non-finite of {len(arr)}); '
+                         'a fold result must be a finite number: fix the model or the fold, never average over it')
+    return arr
 
-def cross_validate(fit: Callable[[Interactions], Any], folds: SparseKFold, progress: bool = True) -> pd.DataFrame:
-    "Fit on each fold's training part and score RMSE on its test piece: one row per fold (fold, n_train, n_test, rmse, seconds)."
+# %% ../nbs/05_model_selection.ipynb #6c1d7d81
+def cross_validate(fit: Callable[[Interactions], Any], folds: SparseKFold, progress: bool = True,
+                   clip: tuple[float, float] | None = RATING_RANGE) -> pd.DataFrame:
+    """Fit on each fold's training part and score it on its test piece with `metrics.evaluate` (clipped to `clip`): one
+    row per fold (fold, n_train, n_test, rmse, mae, seconds). NaN/inf predictions or scores are an error naming the fold."""
     from tqdm.auto import tqdm
     rows = []
     for j in tqdm(range(len(folds)), desc='folds', disable=not progress, leave=False):
         tr, te = folds.get_fold(j)
         t0 = time.perf_counter(); m = fit(tr); sec = time.perf_counter() - t0
-        rows.append({'fold': j, 'n_train': len(tr), 'n_test': len(te), 'rmse': _rmse(m, te), 'seconds': sec})
+        try: s = evaluate(m, te, clip)
+        except ValueError as e: raise ValueError(f'cross_validate: fold {j}: {e}') from e
+        check_scores([s['rmse'], s['mae']], 'cross_validate', [j, j])
+        rows.append({'fold': j, 'n_train': len(tr), 'n_test': len(te), 'rmse': s['rmse'], 'mae': s['mae'], 'seconds': sec})
     return pd.DataFrame(rows)
 
+# %% ../nbs/05_model_selection.ipynb #84fe4b64
 def cv_summary(table: pd.DataFrame, col: str = 'rmse') -> dict:
-    "Mean, standard deviation, min and max of a per-fold metric."
-    x = table[col].to_numpy(float)
+    "Mean, standard deviation, min and max of a per-fold metric; an empty table or a NaN/inf entry is an error naming the fold."
+    if col not in table: raise ValueError(f'table has no column {col!r} (columns: {list(table.columns)})')
+    if not len(table): raise ValueError('cv_summary: the table holds no folds')
+    x = check_scores(table[col], f'cv_summary({col!r})', table['fold'] if 'fold' in table else None)
     return {'mean': x.mean(), 'std': x.std(ddof=1) if len(x) > 1 else 0.0, 'min': x.min(), 'max': x.max()}
 
 # %% ../nbs/05_model_selection.ipynb #96888268
 def _check_fraction(holdout: float) -> None:
-    if not (isinstance(holdout, (int, float, np.floating)) and 0 < holdout < 1):
+    if not (isinstance(holdout, (int, float, np.floating)) and not isinstance(holdout, bool) and 0 < holdout < 1):
         raise ValueError(f'holdout fraction must be in (0, 1), got {holdout!r}')
 
+def _check_count(x: Any, name: str, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {x!r}')
+    return int(x)
+
+def check_user_time(user: Any, time: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated `(user, time)` of a prequential split: int64 user indices >= 0 (`metrics.check_index`) and finite real
+    times of the same length (datetime64 becomes int64 nanoseconds). NaN/inf/NaT times are an error naming the position."""
+    u = check_index(user, None, 'user')
+    t = np.asarray(time)
+    if t.ndim != 1: raise ValueError(f'time must be a 1-d array, got shape {t.shape}')
+    if np.issubdtype(t.dtype, np.datetime64):
+        bad = np.isnat(t); kind = 'NaT'
+        t = t.astype('datetime64[ns]').view(np.int64)
+    elif t.dtype == bool or not np.issubdtype(t.dtype, np.number) or t.dtype.kind == 'c':
+        raise TypeError(f'time must be real numbers or datetime64, got dtype {t.dtype}')
+    else:
+        bad = ~np.isfinite(t); kind = 'NaN/inf'
+        t = t.astype(np.int64) if t.dtype.kind in 'iu' else t.astype(np.float64)
+    if bad.any():
+        raise ValueError(f'time holds {int(bad.sum())} {kind} values (first at position {int(np.argmax(bad))}): a '
+                         'prequential split orders every rating by time; drop or impute them first')
+    if len(u) != len(t): raise ValueError(f'user and time must have one length, got {len(u)} and {len(t)}')
+    return u, t
+
+# %% ../nbs/05_model_selection.ipynb #faee032d
 def _time_order(user: np.ndarray, t: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Order by user, then time descending, ties by a seeded random permutation; per-user start offsets and counts."
-    user = np.asarray(user, dtype=np.int64); t = np.asarray(t, dtype=np.int64)
-    if user.shape != t.shape: raise ValueError(f'user and time must have the same length, got {user.shape} and {t.shape}')
+    user, t = check_user_time(user, t)
     tie = np.random.default_rng(seed).permutation(len(user))
     order = np.lexsort((tie, -t, user))
     counts = np.bincount(user) if len(user) else np.zeros(0, np.int64)
@@ -95,10 +143,10 @@ def prequential_split(user: np.ndarray, time: np.ndarray, holdout: float = 0.1, 
                       min_train: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact vectorised prequential holdout: each user's most recent ~`holdout` share of ratings (largest-remainder quotas,
     total exactly `round(holdout * n)` when possible, at least `min_train` kept). Returns sorted `(train_idx, test_idx)`."""
-    _check_fraction(holdout)
+    _check_fraction(holdout); min_train = _check_count(min_train, 'min_train', 0)
     order, start, counts = _time_order(user, time, seed)
     n = len(order)
-    cap = np.maximum(counts - int(min_train), 0)
+    cap = np.maximum(counts - min_train, 0)
     q = holdout * counts
     quota = np.minimum(np.floor(q).astype(np.int64), cap)
     left = int(round(holdout * n)) - int(quota.sum())
@@ -118,7 +166,8 @@ def prequential_rejection(user: np.ndarray, time: np.ndarray, holdout: float = 0
     """The book's rejection sampling: each round, every user's most recent rating not yet taken is accepted with
     probability `holdout`; accepted ones are shuffled and taken until `round(holdout * n)` are held out. A user always keeps
     `min_train` ratings. Returns sorted `(train_idx, test_idx)`."""
-    _check_fraction(holdout)
+    _check_fraction(holdout); min_train = _check_count(min_train, 'min_train', 0)
+    max_rounds = _check_count(max_rounds, 'max_rounds', 1)
     rng = np.random.default_rng(seed)
     order, start, counts = _time_order(user, time, seed)
     need = int(round(holdout * len(order)))
@@ -126,7 +175,7 @@ def prequential_rejection(user: np.ndarray, time: np.ndarray, holdout: float = 0
     out = []
     for _ in range(max_rounds):
         if need <= 0: break
-        cand = np.flatnonzero(taken < counts - int(min_train))
+        cand = np.flatnonzero(taken < counts - min_train)
         if len(cand) == 0: break
         acc = cand[rng.random(len(cand)) < holdout]
         rng.shuffle(acc)
@@ -139,49 +188,136 @@ def prequential_rejection(user: np.ndarray, time: np.ndarray, holdout: float = 0
 
 def prequential_violations(user: np.ndarray, time: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray) -> int:
     "Number of users with a holdout rating strictly older than one of their training ratings (0 for a valid split)."
-    user = np.asarray(user, dtype=np.int64); time = np.asarray(time, dtype=np.int64)
+    user, time = check_user_time(user, time)
+    tr, te = check_index(train_idx, len(user), 'train_idx'), check_index(test_idx, len(user), 'test_idx')
     n_users = int(user.max()) + 1 if len(user) else 0
-    latest_train = np.full(n_users, np.iinfo(np.int64).min); np.maximum.at(latest_train, user[train_idx], time[train_idx])
-    first_test = np.full(n_users, np.iinfo(np.int64).max); np.minimum.at(first_test, user[test_idx], time[test_idx])
+    lo, hi = (np.iinfo(np.int64).min, np.iinfo(np.int64).max) if time.dtype.kind == 'i' else (-np.inf, np.inf)
+    latest_train = np.full(n_users, lo, time.dtype); np.maximum.at(latest_train, user[tr], time[tr])
+    first_test = np.full(n_users, hi, time.dtype); np.minimum.at(first_test, user[te], time[te])
     return int(np.sum(first_test < latest_train))
 
 # %% ../nbs/05_model_selection.ipynb #73eea9e4
 def study_storage(db: str = 'optuna', folder: str | Path | None = None) -> str:
     "SQLAlchemy URL of the SQLite file `<folder or runs_dir()>/<db>.db`; creates the folder."
+    if not isinstance(db, str) or not db or '/' in db: raise ValueError(f'db must be a plain file name, got {db!r}')
     p = Path(folder) if folder is not None else runs_dir()
     p.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(p / f'{db}.db').resolve()}"
 
+# %% ../nbs/05_model_selection.ipynb #2dba9a43
+def _sqlite_file(url: str) -> Path | None:
+    "The database file of a `sqlite:///` URL (None for other databases and in-memory SQLite)."
+    if not url.startswith('sqlite:'): return None
+    path = url.split(':///', 1)[1] if ':///' in url else ''
+    return Path(path.split('?', 1)[0]) if path and path != ':memory:' else None
+
+@contextmanager
+def _file_lock(db: Path | None) -> Iterator[None]:
+    "An exclusive lock on `<db>.lock` while the block runs (no-op without a file or without `fcntl`)."
+    try: import fcntl
+    except ImportError: fcntl = None
+    if db is None or fcntl is None: yield; return
+    with open(db.with_name(db.name + '.lock'), 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/05_model_selection.ipynb #4bfd1411
+def _check_heartbeat(heartbeat_interval: int, grace_period: int, max_retry: int | None, timeout: float) -> None:
+    def whole(x): return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    if not whole(heartbeat_interval) or heartbeat_interval < 1:
+        raise ValueError(f'heartbeat_interval must be an integer >= 1 (seconds), got {heartbeat_interval!r}')
+    if not whole(grace_period) or grace_period <= heartbeat_interval:
+        raise ValueError(f'grace_period must be an integer > heartbeat_interval ({heartbeat_interval} s), got {grace_period!r}: '
+                         'a live worker must get at least one heartbeat in before its trial counts as stale')
+    if max_retry is not None and (not whole(max_retry) or max_retry < 0):
+        raise ValueError(f'max_retry must be None or an integer >= 0, got {max_retry!r}')
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f'timeout must be a positive number of seconds, got {timeout!r}')
+
+def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 120, max_retry: int | None = 2,
+                 timeout: float = 60.0):
+    """An Optuna `RDBStorage` on `url` that several worker processes can share: heartbeats every `heartbeat_interval` s, a
+    `RUNNING` trial silent for `grace_period` s is failed and retried (at most `max_retry` times); for SQLite, WAL journal,
+    `BEGIN IMMEDIATE` transactions and a `timeout`-second busy wait."""
+    import optuna, sqlalchemy
+    from optuna.storages import RDBStorage
+    try: from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry; cb = 'heartbeat_stale_trial_callback'
+    except ImportError: from optuna.storages import RetryFailedTrialCallback as Retry; cb = 'failed_trial_callback'  # optuna < 4.9
+    if not isinstance(url, str) or '://' not in url: raise ValueError(f'storage must be a database URL, got {url!r}')
+    _check_heartbeat(heartbeat_interval, grace_period, max_retry, timeout)
+    db = _sqlite_file(url)
+    kw = {'connect_args': {'timeout': float(timeout), 'isolation_level': None}} if url.startswith('sqlite:') else {}
+    with _file_lock(db), warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        if db is not None:
+            import sqlite3
+            with sqlite3.connect(db, timeout=float(timeout)) as c: c.execute('PRAGMA journal_mode=WAL')
+        st = RDBStorage(url, engine_kwargs=kw, heartbeat_interval=int(heartbeat_interval), grace_period=int(grace_period),
+                        **{cb: Retry(max_retry=max_retry)})
+    if url.startswith('sqlite:'):
+        sqlalchemy.event.listen(st.engine, 'begin', lambda conn: conn.exec_driver_sql('BEGIN IMMEDIATE'))
+    return st
+
+# %% ../nbs/05_model_selection.ipynb #4241e87c
 def make_study(name: str, sampler: str = 'tpe', space: dict | None = None, pruner: bool = True, seed: int = 0,
-               storage: str | None = None, direction: str = 'minimize'):
+               storage: Any = None, direction: str = 'minimize', heartbeat_interval: int = 10, grace_period: int = 120,
+               max_retry: int | None = 2):
     """Create or load (resume) an Optuna study. sampler: 'tpe', 'random' or 'grid' (`space` = {param: list of values});
-    pruner: median pruning on reported intermediate values. storage: URL, default `study_storage()`; ':memory:' for none."""
+    pruner: median pruning on reported intermediate values. storage: URL (default `study_storage()`, opened with
+    `open_storage` and the heartbeat settings), an Optuna storage object, or ':memory:' for none (one process).
+    The sampler's seed is `seed` + the number of trials already stored: a new study is reproducible, a resumed one draws
+    new points (workers that join at the same moment should pass different seeds)."""
     import optuna
+    if not isinstance(name, str) or not name.strip(): raise ValueError(f'study name must be a non-empty string, got {name!r}')
     if sampler not in ('tpe', 'random', 'grid'): raise ValueError(f"sampler must be 'tpe', 'random' or 'grid', got {sampler!r}")
-    if sampler == 'grid':
-        if not space or not all(isinstance(v, (list, tuple)) and len(v) for v in space.values()):
-            raise ValueError('grid search needs space = {param: non-empty list of values}')
-        smp = optuna.samplers.GridSampler({k: list(v) for k, v in space.items()}, seed=seed)
-    elif sampler == 'random': smp = optuna.samplers.RandomSampler(seed=seed)
-    else: smp = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    if direction not in ('minimize', 'maximize'): raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if sampler == 'grid' and (not isinstance(space, dict) or not space or
+                              not all(isinstance(v, (list, tuple)) and len(v) for v in space.values())):
+        raise ValueError('grid search needs space = {param: non-empty list of values}')
+    def new_sampler(s: int):
+        if sampler == 'grid': return optuna.samplers.GridSampler({k: list(v) for k, v in space.items()}, seed=s)
+        if sampler == 'random': return optuna.samplers.RandomSampler(seed=s)
+        return optuna.samplers.TPESampler(seed=s, n_startup_trials=5)
     prn = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if pruner else optuna.pruners.NopPruner()
-    url = None if storage == ':memory:' else (storage or study_storage())
-    return optuna.create_study(study_name=name, storage=url, sampler=smp, pruner=prn, direction=direction, load_if_exists=True)
+    if storage == ':memory:': st, db = None, None
+    elif storage is None or isinstance(storage, str):
+        url = storage or study_storage()
+        st, db = open_storage(url, heartbeat_interval, grace_period, max_retry), _sqlite_file(url)
+    elif isinstance(storage, optuna.storages.BaseStorage): st, db = storage, None
+    else: raise TypeError(f"storage must be a URL, an Optuna storage or ':memory:', got {type(storage).__name__}")
+    with _file_lock(db):
+        study = optuna.create_study(study_name=name, storage=st, sampler=new_sampler(seed), pruner=prn,
+                                    direction=direction, load_if_exists=True)
+    n = len(study.get_trials(deepcopy=False))
+    if n: study.sampler = new_sampler(seed + n)   # a resumed study draws new points, not the first ones again
+    return study
 
+# %% ../nbs/05_model_selection.ipynb #91dff866
 def run_study(study, objective: Callable, n_trials: int, timeout: float | None = None, progress: bool = True) -> int:
-    "Run trials until the study holds `n_trials` finished (complete or pruned) ones; returns how many ran now."
+    """Run trials until the study holds `n_trials` finished (complete or pruned) ones, counting every worker's trials;
+    returns how many trials this call ran. Stale trials of killed workers are failed (and retried) first."""
     import optuna
+    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
-    if not (isinstance(n_trials, (int, np.integer)) and n_trials >= 0): raise ValueError(f'n_trials must be an integer >= 0, got {n_trials!r}')
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)   # stale from an interrupted run
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    todo = max(0, int(n_trials) - done)
-    if todo:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective, n_trials=todo, timeout=timeout, show_progress_bar=progress, gc_after_trial=False)
-    return todo
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 0:
+        raise ValueError(f'n_trials must be an integer >= 0, got {n_trials!r}')
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f'timeout must be None or a positive number of seconds, got {timeout!r}')
+    if not callable(objective): raise TypeError(f'objective must be callable, got {type(objective).__name__}')
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    todo = int(n_trials) - len(study.get_trials(deepcopy=False, states=finished))
+    if todo <= 0: return 0
+    ran = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=todo, timeout=timeout, show_progress_bar=progress, gc_after_trial=False,
+                   callbacks=[MaxTrialsCallback(int(n_trials), states=finished), lambda s, t: ran.append(t.number)])
+    return len(ran)
 
+# %% ../nbs/05_model_selection.ipynb #d4ae88d8
 def suggest(trial, space: dict) -> dict:
     """Draw parameters from `space` = {name: ('float', lo, hi[, log]) | ('int', lo, hi[, log]) | ('cat', [choices])}
     (for grid studies, a list of values is treated as categorical)."""
@@ -212,18 +348,22 @@ def als_objective(train: Interactions, val: Interactions, space: dict, fixed: di
         return float(m.history['val_rmse'].iloc[-1])
     return objective
 
+# %% ../nbs/05_model_selection.ipynb #50b8268e
 def study_seconds(study) -> float:
     "Total wall time of the study's finished trials (summed over reruns)."
     return float(sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials
                      if t.datetime_complete is not None and t.datetime_start is not None))
 
+# %% ../nbs/05_model_selection.ipynb #144f4fc9
 def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dict | None = None, fixed: dict | None = None,
-            iters: int = 12, inner_frac: float = 0.1, sampler: str = 'tpe', study_prefix: str = 'regmf', storage: str | None = None,
-            enqueue: list[dict] | None = None, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+            iters: int = 12, inner_frac: float = 0.1, sampler: str = 'tpe', study_prefix: str = 'regmf', storage: Any = None,
+            enqueue: list[dict] | None = None, seed: int = 0, progress: bool = True,
+            clip: tuple[float, float] | None = RATING_RANGE) -> pd.DataFrame:
     """Nested CV: for each outer fold of `SparseKFold(data, k_outer, seed)`, tune on an inner validation split carved from
     the outer training part (`holdout_split(..., inner_frac)`), refit the best setting on the whole outer training part
-    and score it on the outer test piece. `enqueue`: settings tried first in a new study (not chosen from this data).
-    Returns one row per fold: best parameters, inner validation RMSE, outer test RMSE, search and refit seconds, trials."""
+    and score it on the outer test piece (`metrics.evaluate`, `clip`). `enqueue`: settings tried first in a new study (not
+    chosen from this data). Returns one row per fold: best parameters, inner validation RMSE, outer test RMSE, search and
+    refit seconds, trials. A NaN/inf fold result is an error naming the fold."""
     from optuna.trial import TrialState
     space = space if space is not None else DEFAULT_SPACE
     folds = SparseKFold(data, k_outer, seed)
@@ -236,12 +376,17 @@ def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dic
         if enqueue and not study.trials:
             for e in enqueue: study.enqueue_trial(e)
         ran = run_study(study, als_objective(itr, iva, space, fixed, iters), n_trials, progress=progress)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise ValueError(f'tune_cv: fold {j}: study {study.study_name!r} has no completed trial (all failed or pruned)')
         best = {**(fixed or {}), **study.best_params}
         t0 = time.perf_counter()
         m = fit_regularized_als(tr, iters=iters, progress=False, **best)
         refit = time.perf_counter() - t0
+        try: test = evaluate(m, te, clip)['rmse']
+        except ValueError as e: raise ValueError(f'tune_cv: fold {j}: {e}') from e
+        check_scores([study.best_value, test], 'tune_cv (inner validation, test)', [j, j])
         states = [t.state for t in study.trials]
-        rows.append({'fold': j, **study.best_params, 'inner_val_rmse': study.best_value, 'test_rmse': _rmse(m, te),
+        rows.append({'fold': j, **study.best_params, 'inner_val_rmse': study.best_value, 'test_rmse': test,
                      'search_seconds': study_seconds(study), 'refit_seconds': refit,
                      'trials': sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states),
                      'pruned': sum(s == TrialState.PRUNED for s in states), 'ran_now': ran})
@@ -277,19 +422,42 @@ def fig_pareto(studies: dict):
     return fig
 
 # %% ../nbs/05_model_selection.ipynb #87a52457
-def paired_tests(a: np.ndarray, b: np.ndarray) -> dict:
+class DegenerateTestWarning(UserWarning):
+    "A paired comparison whose differences have no spread: the t statistic and Cohen's d_z are undefined (see `paired_tests`)."
+
+def _degenerate(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> str:
+    "'identical' (every difference 0), 'constant difference' (all equal, not 0) or '' (up to float rounding of the inputs)."
+    tol = 8 * np.finfo(np.float64).eps * max(float(np.abs(a).max()), float(np.abs(b).max()), 1.0)
+    if np.abs(d).max() <= tol: return 'identical'
+    return 'constant difference' if d.max() - d.min() <= tol else ''
+
+# %% ../nbs/05_model_selection.ipynb #4cd7b624
+def paired_tests(a: Any, b: Any) -> dict:
     """Paired comparison of per-fold errors `a` vs `b`: mean difference (a - b) with 95% t interval, paired t-test,
-    Wilcoxon signed-rank (exact), Cohen's d_z and the matched-pairs rank-biserial correlation."""
+    Wilcoxon signed-rank (exact), Cohen's d_z and the matched-pairs rank-biserial correlation; `degenerate` names a
+    comparison without spread. Identical folds: no difference (t 0, p 1, effect sizes 0). Constant nonzero differences:
+    t and d_z undefined (NaN, with a `DegenerateTestWarning`), p_t 0, interval of width 0. NaN/inf inputs are errors."""
     from scipy import stats
-    a = np.asarray(a, float); b = np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2: raise ValueError('a and b must be 1-d arrays of equal length >= 2')
-    d = a - b; n = len(d); sd = d.std(ddof=1)
-    t = stats.ttest_rel(a, b)
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    try: w = stats.wilcoxon(a, b); wstat, wp = float(w.statistic), float(w.pvalue)
-    except ValueError: wstat, wp = float('nan'), 1.0   # all differences zero
-    ranks = stats.rankdata(np.abs(d[d != 0]))
-    rpos, rneg = ranks[d[d != 0] > 0].sum(), ranks[d[d != 0] < 0].sum()
-    return {'mean_diff': d.mean(), 'ci_low': d.mean() - half, 'ci_high': d.mean() + half, 't': float(t.statistic),
-            'p_t': float(t.pvalue), 'wilcoxon_W': wstat, 'p_wilcoxon': wp, 'cohen_dz': d.mean() / sd if sd > 0 else float('inf'),
-            'rank_biserial': (rpos - rneg) / (rpos + rneg) if rpos + rneg > 0 else 0.0}
+    a, b = check_scores(a, 'paired_tests: a'), check_scores(b, 'paired_tests: b')
+    if a.shape != b.shape or len(a) < 2: raise ValueError(f'a and b must be 1-d arrays of equal length >= 2, got {a.shape} and {b.shape}')
+    d = a - b; n = len(d)
+    kind = _degenerate(a, b, d)
+    if kind == 'identical':
+        return {'mean_diff': 0.0, 'ci_low': 0.0, 'ci_high': 0.0, 't': 0.0, 'p_t': 1.0, 'wilcoxon_W': 0.0, 'p_wilcoxon': 1.0,
+                'cohen_dz': 0.0, 'rank_biserial': 0.0, 'degenerate': kind}
+    nz = d[d != 0]
+    ranks = stats.rankdata(np.abs(nz))
+    rpos, rneg = ranks[nz > 0].sum(), ranks[nz < 0].sum()
+    w = stats.wilcoxon(d)
+    m = float(d.mean())
+    if kind == 'constant difference':
+        warnings.warn(f'paired_tests: every fold differs by {m:+.6g}: with no spread the t statistic and Cohen\'s d_z '
+                      'are undefined (returned as NaN); the sign agrees in every fold', DegenerateTestWarning, stacklevel=2)
+        lo = hi = m; t, p_t, dz = float('nan'), 0.0, float('nan')
+    else:
+        sd = float(d.std(ddof=1)); half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        tt = stats.ttest_rel(a, b)
+        lo, hi, t, p_t, dz = m - half, m + half, float(tt.statistic), float(tt.pvalue), m / sd
+    return {'mean_diff': m, 'ci_low': lo, 'ci_high': hi, 't': t, 'p_t': p_t, 'wilcoxon_W': float(w.statistic),
+            'p_wilcoxon': float(w.pvalue), 'cohen_dz': dz, 'rank_biserial': float((rpos - rneg) / (rpos + rneg)),
+            'degenerate': kind}
