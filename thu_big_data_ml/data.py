@@ -214,11 +214,6 @@ def _normalise(raw: bytes) -> bytes:
     s = s.replace(b'\n ', b'\n').replace(b' \n', b'\n')
     return s.strip(b' ')
 
-def _needs_normalising(raw: bytes) -> bool:
-    "True when the bytes carry a tolerated quirk."
-    return (raw.startswith(BOM) or b'\r' in raw or b'\t' in raw or b'  ' in raw or b' \n' in raw or b'\n ' in raw
-            or raw[:1] == b' ' or raw[-1:] == b' ')
-
 assert _normalise(BOM + b' 1 \t2  3 2005-01-01 \r\n \n') == b'1 2 3 2005-01-01\n\n'
 assert _quirk_lines(BOM + b' 1 \t2  3 2005-01-01 \r\n \n\n') == dict(bom=1, crlf=1, leading_whitespace=1, trailing_whitespace=1,
                                                                  repeated_whitespace=1, blank_lines=1, whitespace_only_lines=1)
@@ -227,6 +222,14 @@ assert _quirk_lines(BOM + b' 1 \t2  3 2005-01-01 \r\n \n\n') == dict(bom=1, crlf
 def _pair_key(user: np.ndarray, movie: np.ndarray) -> np.ndarray:
     "A collision-free int64 key of (user, movie), both in 1..MAX_ID."
     return (np.asarray(user, np.int64) << 31) | np.asarray(movie, np.int64)
+
+def _arrow_ratings(buf: bytes):
+    "Arrow's strict parse of normalised ratings bytes: single spaces, fixed column types, no quoting, no nulls."
+    import pyarrow as pa, pyarrow.csv as pcsv
+    return pcsv.read_csv(pa.py_buffer(buf), read_options=pcsv.ReadOptions(column_names=list(_RATING_COLS)),
+                         parse_options=pcsv.ParseOptions(delimiter=' ', quote_char=False, ignore_empty_lines=True),
+                         convert_options=pcsv.ConvertOptions(null_values=[], strings_can_be_null=False, column_types={
+                             'user': pa.int64(), 'movie': pa.int64(), 'rating': pa.int8(), 'date': pa.date32()}))
 
 def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataFrame:
     """Read a course ratings file (`user movie rating date`, space separated) fast and validated.
@@ -240,19 +243,21 @@ def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataF
     raw = path.read_bytes()
     if not raw: raise DataFormatError(path, None, 'empty file')
     body = raw[3:] if raw.startswith(BOM) else raw
-    if body.translate(None, b'0123456789 -\n\r\t'): _read_ratings_reference(path, on_duplicate)   # other bytes: raises at the line
-    q = _quirk_lines(raw) if _needs_normalising(raw) else _new_quirks()
-    s = _normalise(raw) if _needs_normalising(raw) else raw
-    if b'\r' in s: _read_ratings_reference(path, on_duplicate)                                    # a lone CR inside a line
-    import pyarrow as pa, pyarrow.csv as pcsv
-    try:
-        tab = pcsv.read_csv(pa.py_buffer(s), read_options=pcsv.ReadOptions(column_names=list(_RATING_COLS)),
-                            parse_options=pcsv.ParseOptions(delimiter=' ', quote_char=False, ignore_empty_lines=True),
-                            convert_options=pcsv.ConvertOptions(null_values=[], strings_can_be_null=False, column_types={
-                                'user': pa.int64(), 'movie': pa.int64(), 'rating': pa.int8(), 'date': pa.date32()}))
-    except (pa.ArrowInvalid, ValueError) as e:
-        _read_ratings_reference(path, on_duplicate)           # names the first bad line
-        raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated by spaces') from None
+    rest = body.translate(None, b'0123456789 -\n')
+    if rest.translate(None, b'\r\t'): _read_ratings_reference(path, on_duplicate)   # other bytes: raises at the line
+    import pyarrow as pa
+    q, tab = _new_quirks(), None
+    if not rest and body is raw:                     # only digits, spaces, '-' and LF: try the clean layout first
+        try: tab = _arrow_ratings(raw)
+        except (pa.ArrowInvalid, ValueError): pass   # extra spaces somewhere: normalise below
+        else: q['blank_lines'] = raw.count(b'\n') + (not raw.endswith(b'\n')) - tab.num_rows
+    if tab is None:
+        q, s = _quirk_lines(raw), _normalise(raw)
+        if b'\r' in s: _read_ratings_reference(path, on_duplicate)                  # a lone CR inside a line
+        try: tab = _arrow_ratings(s)
+        except (pa.ArrowInvalid, ValueError) as e:
+            _read_ratings_reference(path, on_duplicate)           # names the first bad line
+            raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated by spaces') from None
     if tab.num_rows == 0: raise DataFormatError(path, None, 'empty file: no ratings (only blank lines)')
     col = lambda c: tab[c].combine_chunks().to_numpy(zero_copy_only=False)
     u, m, r = col('user'), col('movie'), col('rating')
@@ -261,8 +266,6 @@ def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataF
             or day.min() < _DAY_RANGE[0] or day.max() > _DAY_RANGE[1]):
         _read_ratings_reference(path, on_duplicate)
         raise DataFormatError(path, None, 'a value is out of range, but no line could be named')
-    n_lines = s.count(b'\n') + (not s.endswith(b'\n'))
-    q['blank_lines'] = n_lines - tab.num_rows - q['whitespace_only_lines']
     out = pd.DataFrame({'user': u, 'movie': m, 'rating': r, 'day': day}, copy=False)
     key = _pair_key(u, m)
     order = np.argsort(key, kind='stable')
@@ -1172,7 +1175,8 @@ def download_file(url: str, dest: str | Path, sha256: str | None = None, md5: st
             with open(part, 'ab' if have else 'wb') as f, tqdm(total=total, initial=have, unit='B', unit_scale=True,
                                                                desc=dest.name, disable=not progress) as bar:
                 try:
-                    while b := resp.read(chunk):
+                    read = getattr(resp, 'read1', resp.read)   # read1: what has arrived, so a stall loses nothing
+                    while b := read(chunk):
                         f.write(b); bar.update(len(b))
                 except http.client.IncompleteRead as e:
                     f.write(e.partial)
@@ -1186,7 +1190,7 @@ def download_file(url: str, dest: str | Path, sha256: str | None = None, md5: st
     if total is not None and size > total:
         discard(); raise ConnectionError(f"{url}: received {size:,} bytes, more than the announced {total:,}; discarded, run again")
     if total is not None and size < total:
-        raise ConnectionError(f"{url}: incomplete download ({size:,} of {total:,} bytes); partial file kept: run again to resume")
+        raise ConnectionError(f"{url}: incomplete download ({size:,} of {total:,} bytes); partial file {part} kept: run again to resume")
     if total is None and not (sha256 or md5):
         warnings.warn(f"{url}: the server announced no size and no checksum was given; the file cannot be verified", stacklevel=2)
     try: _verify_file(part, url, sha256, md5)
