@@ -106,6 +106,16 @@ def test_matrix_factorization_module():
     back = md.MatrixFactorization.from_mf_model(mm)
     assert torch.allclose(back(), m())
     with pytest.raises(ValueError): md.MatrixFactorization(0, 5, 3)
+    # the lab's prediction protocol: u.v at index pairs, bad ids raise, unseen users / items get the training mean
+    np.testing.assert_allclose(m.predict(u, i), m().detach().numpy()[u, i], rtol=1e-5)
+    m.user_count, m.item_count, m.train_mean = np.r_[0, np.ones(5, int)], np.r_[np.ones(4, int), 0], 3.5
+    p = m.predict(np.array([0, 1, 1]), np.array([1, 4, 2]))
+    assert p[0] == p[1] == 3.5 and p[2] == pytest.approx(m().detach().numpy()[1, 2], rel=1e-5)
+    assert m.info_ == {'pairs': 3, 'unseen_user': 1, 'unseen_item': 1, 'fallback': 2}
+    for bad in ((np.array([6]), np.array([0])), (np.array([-1]), np.array([0])), (np.array([0, 1]), np.array([0]))):
+        with pytest.raises(ValueError): m.predict(*bad)
+    with pytest.raises(TypeError): m.predict(np.array([0.0]), np.array([0]))
+    assert m.to_mf_model().predict(np.array([0]), np.array([1]))[0] == pytest.approx(3.5)
 
 
 def test_train_matrix_factorization_is_fit_mf_adam():

@@ -245,6 +245,28 @@ def test_hard_impute_operator_equals_dense_reference():
     np.testing.assert_allclose(model.predict(uu, ii), (base + low)[uu, ii], atol=1e-4)
 
 
+def test_svd_model_protocol_fallback_and_errors():
+    "Unseen users / items get mu + the seen side's bias (fill='zero': the training mean), counted; bad ids raise."
+    rng = np.random.default_rng(1)
+    n, m = 25, 18
+    mask = rng.random((n, m)) < 0.5
+    mask[3] = False; mask[:, 4] = False                      # user 3 and item 4 have no training rating
+    r = sp.csr_matrix(np.where(mask, rng.integers(1, 6, (n, m)), 0).astype(float))
+    uu, ii = np.array([3, 0, 3, 1]), np.array([0, 4, 4, 1])
+    for fill in ('baseline', 'zero'):
+        model = fit_svd(r, k=3, fill=fill, n_impute=2 if fill == 'baseline' else 0)
+        p = model.predict(uu, ii)
+        assert model.info_ == {'pairs': 4, 'unseen_user': 2, 'unseen_item': 2, 'fallback': 3}
+        if fill == 'zero':
+            np.testing.assert_allclose(p[:3], r.data.mean())
+        else:
+            np.testing.assert_allclose(p[:3], [model.mu + model.bi[0], model.mu + model.bu[0], model.mu], rtol=1e-6)
+        assert np.isfinite(p).all() and model.predict([], []).shape == (0,)
+        with pytest.raises(ValueError, match='indices must lie'): model.predict([n], [0])
+        with pytest.raises(TypeError, match='integers'): model.predict([0.5], [0])
+        with pytest.raises(ValueError, match='one length'): model.predict([0, 1], [0])
+
+
 def test_fit_svd_errors():
     r = sp.random(10, 8, density=0.5, format='csr', random_state=0)
     with pytest.raises(ValueError, match='fill'):

@@ -13,8 +13,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
+from .metrics import check_index, check_pairs, evaluate, unseen_info
+
 # %% auto #0
-__all__ = ['as_csr', 'binarize', 'low_rank', 'topk_items', 'ranking_metrics', 'fit_baseline', 'SVDModel', 'truncated_svd', 'rmse',
+__all__ = ['as_csr', 'binarize', 'low_rank', 'topk_items', 'ranking_metrics', 'fit_baseline', 'SVDModel', 'truncated_svd',
            'fit_svd', 'norm_scaled_scores', 'cosine_similarity_matrix', 'cooccurrence', 'pmi',
            'cooccurrence_distribution', 'hellinger', 'hellinger_pairwise', 'hellinger_pairwise_reference', 'nearest',
            'gram_operator', 'PowerResult', 'power_iteration', 'power_iteration_jax', 'vector_angle',
@@ -108,24 +110,41 @@ def fit_baseline(r, lam_item: float = 25.0, lam_user: float = 10.0, n_iter: int 
     coo = r.tocoo(); u, i, x = coo.row, coo.col, coo.data - mu
     bu, bi = np.zeros(r.shape[0]), np.zeros(r.shape[1])
     cu, ci = np.bincount(u, minlength=r.shape[0]), np.bincount(i, minlength=r.shape[1])
+    ridge = lambda num, den: np.divide(num, den, out=np.zeros(len(num)), where=den > 0)   # no rating, no penalty: 0
     for _ in range(n_iter):
-        bi = np.bincount(i, x - bu[u], minlength=r.shape[1]) / (ci + lam_item)
-        bu = np.bincount(u, x - bi[i], minlength=r.shape[0]) / (cu + lam_user)
+        bi = ridge(np.bincount(i, x - bu[u], minlength=r.shape[1]), ci + lam_item)
+        bu = ridge(np.bincount(u, x - bi[i], minlength=r.shape[0]), cu + lam_user)
     return mu, bu.astype(np.float32), bi.astype(np.float32)
 
 @dataclass
 class SVDModel:
-    "Truncated-SVD completion: `mu + bu[u] + bi[i] + U[u] @ V[i]`, with `U = left*sqrt(s)`, `V = right*sqrt(s)`."
+    """Truncated-SVD completion: `mu + bu[u] + bi[i] + U[u] @ V[i]`, with `U = left*sqrt(s)`, `V = right*sqrt(s)`.
+    `predict` is unclipped. Fallback for a user or item without training ratings (`user_count` / `item_count` 0):
+    `mu` + the seen side's bias; with `fill='zero'` (no mean, no biases) the training mean. `info_` counts them."""
     U: np.ndarray; V: np.ndarray; s: np.ndarray
     mu: float; bu: np.ndarray; bi: np.ndarray
     fill: str; history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    user_count: np.ndarray | None = None     # training ratings per user (None: every index counts as seen)
+    item_count: np.ndarray | None = None
+    train_mean: float | None = None          # the fallback of fill='zero' (None: mu)
+
+    def __post_init__(self): self.info_: dict = {}
+
     def predict(self, user, item) -> np.ndarray:
-        "Predicted ratings for paired index arrays."
-        user, item = np.asarray(user), np.asarray(item)
-        return self.mu + self.bu[user] + self.bi[item] + np.einsum('ij,ij->i', self.U[user], self.V[item])
+        "Unclipped predicted ratings (float64) for paired index arrays, checked against the model's index space."
+        u, i = check_pairs(user, item, len(self.U), len(self.V))
+        p = self.mu + self.bu[u].astype(np.float64) + self.bi[i] + np.einsum('ij,ij->i', self.U[u], self.V[i])
+        seen = lambda c, n: np.ones(n, np.int64) if c is None else c
+        su, si, self.info_ = unseen_info(u, i, seen(self.user_count, len(self.U)), seen(self.item_count, len(self.V)))
+        fb = su | si
+        if fb.any():
+            if self.fill == 'zero': p[fb] = self.mu if self.train_mean is None else self.train_mean
+            else: p[fb] = (self.mu + np.where(su, 0.0, self.bu[u]) + np.where(si, 0.0, self.bi[i]))[fb]
+        return p
+
     def scores(self, users) -> np.ndarray:
-        "Dense predicted ratings, one row per user in `users`."
-        users = np.asarray(users)
+        "Dense predicted ratings (for ranking), one row per user in `users`."
+        users = check_index(users, len(self.U), 'user')
         return self.mu + self.bu[users, None] + self.bi[None, :] + self.U[users] @ self.V.T
 
 def truncated_svd(op, k: int, seed: int = 0):
@@ -136,22 +155,13 @@ def truncated_svd(op, k: int, seed: int = 0):
     o = np.argsort(-s)
     return u[:, o], s[o], vt[o]
 
-def _triples(x):
-    "(user, item, rating) arrays from an `Interactions` or a tuple."
-    if isinstance(x, tuple): return x
-    return np.asarray(x.user), np.asarray(x.item), np.asarray(x.rating)
-
-def rmse(model, data) -> float:
-    "RMSE of `model.predict` on an `Interactions` or a `(user, item, rating)` tuple."
-    u, i, r = _triples(data)
-    return float(np.sqrt(np.mean((np.asarray(model.predict(u, i), np.float64) - r) ** 2)))
-
 def fit_svd(train, k: int = 20, fill: str = 'baseline', n_impute: int = 0, val=None, seed: int = 0,
             progress: bool = False) -> SVDModel:
     """Truncated SVD of the rating matrix after imputing the missing entries.
     `fill='zero'`: missing = 0 (plain SVD of the sparse matrix); `'baseline'`: missing = `mu + bu + bi`
     (SVD of the residual); `n_impute > 0`: hard-impute iterations, missing = the previous rank-`k` fit.
-    `val`: optional validation data (`Interactions` or `(user, item, rating)`) for an RMSE per iteration."""
+    `val`: optional validation data (`Interactions` or `(user, item, rating)`) for an RMSE per iteration (`metrics.evaluate`:
+    clipped to [1, 5])."""
     if fill not in ('zero', 'baseline'): raise ValueError(f"fill must be 'zero' or 'baseline', got {fill!r}")
     r = as_csr(train, dtype=np.float64)
     if not 1 <= k < min(r.shape): raise ValueError(f'k must be in [1, {min(r.shape) - 1}], got {k}')
@@ -164,9 +174,10 @@ def fit_svd(train, k: int = 20, fill: str = 'baseline', n_impute: int = 0, val=N
     def model_of(u, s, vt):
         sq = np.sqrt(s)
         return SVDModel((u * sq).astype(np.float32), (vt.T * sq).astype(np.float32), s.astype(np.float32),
-                        mu, bu, bi, fill)
+                        mu, bu, bi, fill, user_count=np.diff(r.indptr), item_count=np.bincount(r.indices, minlength=r.shape[1]),
+                        train_mean=float(r.data.mean()))
     m, rows = model_of(u, s, vt), []
-    if val is not None: rows.append({'iteration': 0, 'val_rmse': rmse(m, val)})
+    if val is not None: rows.append({'iteration': 0, 'val_rmse': evaluate(m, val)['rmse']})
     it = range(1, n_impute + 1)
     if progress:
         from tqdm.auto import tqdm; it = tqdm(it, desc='hard-impute')
@@ -177,7 +188,7 @@ def fit_svd(train, k: int = 20, fill: str = 'baseline', n_impute: int = 0, val=N
                             rmatvec=lambda y, d=d, us=us, vt=vt: d.T @ y + vt.T @ (us.T @ y), dtype=np.float64)
         u, s, vt = truncated_svd(op, k, seed)                # SVD of P_obs(R) + P_miss(Z), never densified
         m = model_of(u, s, vt)
-        if val is not None: rows.append({'iteration': t, 'val_rmse': rmse(m, val)})
+        if val is not None: rows.append({'iteration': t, 'val_rmse': evaluate(m, val)['rmse']})
     m.history = pd.DataFrame(rows)
     return m
 

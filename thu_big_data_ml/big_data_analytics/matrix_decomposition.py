@@ -14,6 +14,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..metrics import check_pairs, rmse, unseen_info
+
 # %% auto #0
 __all__ = ['get_rating_matrix', 'get_similarities', 'compute_weighted_sum_on_matrix', 'masked_rmse_loss', 'masked_mse_loss',
            'jax_masked_mse_loss', 'MatrixFactorization', 'dense_to_interactions', 'train_matrix_factorization',
@@ -74,8 +76,9 @@ def _as_tensor(x: Any, device: str | None) -> torch.Tensor:
 
 def masked_rmse_loss(reconstructed: Any, matrix: Any, verbose: bool = False, do_ensure_tensor: bool = True,
                      device: str = 'cpu'):
-    """RMSE between `reconstructed` and `matrix` over the entries where `matrix` is non-zero (known).
-    Accepts numpy arrays or torch tensors (converted to tensors on `device` when `do_ensure_tensor`); returns a 0-d tensor."""
+    """RMSE (`metrics.rmse`, float64) between `reconstructed` and `matrix` over the entries where `matrix` is non-zero
+    (known). Accepts numpy arrays or torch tensors (converted to tensors on `device` when `do_ensure_tensor`); returns a
+    0-d float64 tensor on the inputs' device (a metric: no gradient; train with `masked_mse_loss`)."""
     if do_ensure_tensor:
         reconstructed, matrix = _as_tensor(reconstructed, device), _as_tensor(matrix, device)
     if tuple(reconstructed.shape) != tuple(matrix.shape):
@@ -84,8 +87,9 @@ def masked_rmse_loss(reconstructed: Any, matrix: Any, verbose: bool = False, do_
     n = int(mask.sum())
     if verbose: print(f"Number of non-zero elements in the matrix: {n}")
     if n == 0: raise ValueError("matrix has no non-zero (known) entries")
-    d = reconstructed[mask].to(torch.float64) - matrix[mask].to(torch.float64)
-    return torch.sqrt(torch.mean(d * d))
+    host = lambda t: t.detach().to('cpu', torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+    value = rmse(host(reconstructed[mask]), host(matrix[mask]))
+    return torch.tensor(value, dtype=torch.float64, device=getattr(matrix, 'device', None))
 
 def masked_mse_loss(reconstructed: Any, matrix: Any):
     "1/2 the mean squared error over the non-zero entries of `matrix` (torch tensors; gradients flow to `reconstructed`)."
@@ -107,7 +111,9 @@ def jax_masked_mse_loss(reconstructed: Any, matrix: Any):
 # %% ../../nbs/09_coursework_api.ipynb #eb8d06fa
 class MatrixFactorization(nn.Module):
     """The coursework's model: parameters U (n_users x k) and V (n_items x k); `forward()` returns U V^T.
-    Initialised N(0, init_scale^2) from `seed` (the original used torch.randn, scale 1, unseeded); CPU by default."""
+    Initialised N(0, init_scale^2) from `seed` (the original used torch.randn, scale 1, unseeded); CPU by default.
+    `predict(user, item)`: the lab's protocol (unclipped u.v; users / items with `user_count` / `item_count` 0 get
+    `train_mean`, counted in `info_`; counts None = every index counts as seen)."""
     def __init__(self, n_users: int, n_items: int, k: int, seed: int | None = 0, init_scale: float = 1.0,
                  device: str = 'cpu'):
         super().__init__()
@@ -117,9 +123,22 @@ class MatrixFactorization(nn.Module):
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         self.U = nn.Parameter((init_scale * torch.randn(int(n_users), int(k), generator=g)).to(device))
         self.V = nn.Parameter((init_scale * torch.randn(int(n_items), int(k), generator=g)).to(device))
+        self.user_count: np.ndarray | None = None; self.item_count: np.ndarray | None = None
+        self.train_mean: float | None = None; self.info_: dict = {}
 
     def forward(self) -> torch.Tensor:
         return self.U @ self.V.T
+
+    def predict(self, user: Any, item: Any) -> np.ndarray:
+        "Unclipped float64 predictions u.v at (user, item) index pairs, with the training-mean fallback for unseen ones."
+        u, i = check_pairs(user, item, self.U.shape[0], self.V.shape[0])
+        with torch.no_grad():
+            tu, ti = torch.as_tensor(u, device=self.U.device), torch.as_tensor(i, device=self.V.device)
+            p = (self.U[tu].double() * self.V[ti].double()).sum(1).cpu().numpy()
+        seen = lambda c, n: np.ones(n, np.int64) if c is None else np.asarray(c)
+        su, si, self.info_ = unseen_info(u, i, seen(self.user_count, self.U.shape[0]), seen(self.item_count, self.V.shape[0]))
+        if (su | si).any(): p[su | si] = 0.0 if self.train_mean is None else self.train_mean
+        return p
 
     @classmethod
     def from_mf_model(cls, model: Any, device: str = 'cpu') -> 'MatrixFactorization':
@@ -128,12 +147,17 @@ class MatrixFactorization(nn.Module):
         m = cls(U.shape[0], V.shape[0], U.shape[1], seed=0, device=device)
         with torch.no_grad():
             m.U.copy_(torch.from_numpy(U)); m.V.copy_(torch.from_numpy(V))
+        m.user_count, m.item_count = getattr(model, 'user_count', None), getattr(model, 'item_count', None)
+        m.train_mean = getattr(model, 'train_mean', None)
         return m
 
     def to_mf_model(self) -> Any:
-        "The factors as a `thu_big_data_ml.mf.MFModel` (predict, rmse, objective)."
+        "The factors as a `thu_big_data_ml.mf.MFModel` (predict, objective), with the counts and training mean."
         from thu_big_data_ml.mf import MFModel
-        return MFModel(self.U.detach().cpu().numpy(), self.V.detach().cpu().numpy())
+        m = MFModel(self.U.detach().cpu().numpy(), self.V.detach().cpu().numpy())
+        for name in ('user_count', 'item_count', 'train_mean'):
+            if hasattr(m, name): setattr(m, name, getattr(self, name))
+        return m
 
 # %% ../../nbs/09_coursework_api.ipynb #cc34949a
 def dense_to_interactions(X: Any) -> Any:
@@ -173,7 +197,10 @@ def train_matrix_factorization(X_train_dense: Any, X_test_dense: Any | None = No
     delta = np.abs(np.diff(loss, prepend=np.nan))
     metrics = [dict(loss=float(loss[t]), train_rmse=float(h['train_rmse'].iloc[t]), test_rmse=float(h['val_rmse'].iloc[t]),
                     delta_loss=float(delta[t])) for t in range(len(h))]
-    return MatrixFactorization.from_mf_model(m, device=device), metrics
+    out = MatrixFactorization.from_mf_model(m, device=device)
+    out.user_count = np.bincount(tr.user, minlength=tr.n_users); out.item_count = np.bincount(tr.item, minlength=tr.n_items)
+    out.train_mean = float(np.mean(tr.rating, dtype=np.float64))
+    return out, metrics
 
 # %% ../../nbs/09_coursework_api.ipynb #0036ce37
 def draw_metrics_df(df: pd.DataFrame | list, title: str = 'Metrics'):
