@@ -264,3 +264,27 @@ def test_accel_bad_arguments(data):
         fit_mf(data, method='als', accel='anderson', accel_window=0, progress=False)
     with pytest.raises(ValueError, match='accel_window'):
         fit_mf(data, method='als', accel='anderson', accel_window=2.5, progress=False)
+
+
+def test_fit_mf_cached_is_keyed_by_the_code(data, tmp_path, monkeypatch):
+    "The same call is fitted once; a changed code digest (an edit of mf or what it imports) means a new entry and a refit."
+    import thu_big_data_ml.core as core
+    import thu_big_data_ml.mf as mf
+    monkeypatch.setenv('THU_BDML_CACHE', str(tmp_path))
+    calls, real = [], mf.fit_mf
+    monkeypatch.setattr(mf, 'fit_mf', lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    kw = dict(k=3, lam=0.5, method='als', max_iter=3)
+    a, b = mf.fit_mf_cached(data, **kw), mf.fit_mf_cached(data, **kw)
+    assert len(calls) == 1 and isinstance(b, MFModel)
+    np.testing.assert_array_equal(a.U, b.U)
+    assert b.config['stop_reason'] == 'max_iter' and b.user_count is not None
+    entry = core.cached(mf._fit_kw, deps=['mf']).entry(data, kw)
+    assert entry.is_relative_to(tmp_path) and (entry / 'result.pkl').exists()
+    assert set(core.cached(mf._fit_kw, deps=['mf']).info(data, kw)['code']) == {'mf'}
+    monkeypatch.setattr(core, 'code_digest', lambda *m: 'edited')
+    assert core.cached(mf._fit_kw, deps=['mf']).entry(data, kw) != entry
+    c = mf.fit_mf_cached(data, **kw)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(a.U, c.U)
+    mf.fit_mf_cached(data, **kw)
+    assert len(calls) == 2

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .metrics import check_pairs, check_triples, rmse, score, unseen_info
-from .mf import DivergenceWarning, divergence_reason
+from .metrics import (check_pairs, check_triples, rmse, score, unseen_info)
+from .mf import (DivergenceWarning, divergence_reason)
 
 # %% auto #0
 __all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
