@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .core import ENV_CACHE, cache_dir, data_dir, file_digest, memory
+from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest
 
 # %% auto #0
 __all__ = ['COURSE_FILES', 'EPOCH', 'MAX_ID', 'YEARS', 'DATES', 'BOM', 'MOVIELENS', 'DEFAULT_COURSE_URLS', 'DataFormatError',
@@ -231,6 +231,7 @@ def _arrow_ratings(buf: bytes):
                          convert_options=pcsv.ConvertOptions(null_values=[], strings_can_be_null=False, column_types={
                              'user': pa.int64(), 'movie': pa.int64(), 'rating': pa.int8(), 'date': pa.date32()}))
 
+# %% ../nbs/01_data.ipynb #9b74db47
 def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataFrame:
     """Read a course ratings file (`user movie rating date`, space separated) fast and validated.
 
@@ -548,6 +549,7 @@ def _split_overlap(folder: Path, train: pd.DataFrame, test: pd.DataFrame, user_i
     if policy == 'drop_from_test': return train, test[~in_train].reset_index(drop=True), n
     return train[~np.isin(ktr, kte, kind=kind)].reset_index(drop=True), test, n
 
+# %% ../nbs/01_data.ipynb #3c0e77f3
 def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str = 'error', on_overlap: str = 'error') -> RatingData:
     users, q_users = _read_users(folder / 'users.txt')
     train = read_ratings_file(folder / 'netflix_train.txt', on_duplicate)
@@ -599,16 +601,6 @@ def _module_digest() -> str:
     f = globals().get('__file__')
     return file_digest(f) if f and Path(f).suffix == '.py' else 'notebook'
 
-def _cache_unwritable() -> str | None:
-    "Why the cache folder cannot be written, or None when it can."
-    d = cache_dir()
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / f'.probe-{os.getpid()}-{secrets.token_hex(4)}'
-        probe.write_bytes(b''); probe.unlink()
-        return None
-    except OSError as e: return f'{type(e).__name__}: {e}'
-
 def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
                       on_overlap: str = 'error', cache: bool = True) -> RatingData:
     """Read the four course files from `folder` into a `RatingData` (validated; cached by file content).
@@ -624,14 +616,13 @@ def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknow
     if on_overlap not in _OVERLAP: raise ValueError(f"on_overlap must be one of {_OVERLAP}, got {on_overlap!r}")
     if (problem := _course_files_problem(folder)): raise FileNotFoundError(problem)
     if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
-    why = _cache_unwritable()
-    if why is None:
-        # key: the files' content, the options, and this module's own code (a changed reader invalidates old entries)
-        digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
-        try: return memory().cache(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
-        except OSError as e: why = f'{type(e).__name__}: {e}'
-    warnings.warn(f"cache folder {cache_dir()} is not writable ({why}); reading {folder} without the cache. "
-                  f"Set {ENV_CACHE} to a writable folder to cache reads.", stacklevel=2)
+    # key: the files' content, the options, and the code (`core.cached` adds this module's code; `_module_digest`
+    # covers a run from the notebook). An unwritable cache folder only warns (naming THU_BDML_CACHE): the read still runs.
+    digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
+    try: return cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
+    except OSError as e:
+        warnings.warn(f"cache folder {cache_dir()} cannot be used ({type(e).__name__}: {e}); reading {folder} without the cache. "
+                      f"Set {ENV_CACHE} to a writable folder to cache reads.", CacheWarning, stacklevel=2)
     return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
 
 def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error') -> RatingData:
@@ -889,6 +880,7 @@ def _write_generated(tmp: Path, shape: NetflixShape, params: dict, progress: boo
             'files': {f: _file_record(tmp / f) for f in _GEN_FILES}}, indent=1))
         steps.update()
 
+# %% ../nbs/01_data.ipynb #f9144a43
 def generate_netflix_like(folder: str | Path, shape: NetflixShape | None = None, overwrite: bool = False,
                           progress: bool = True) -> Path:
     """Write the four course files (course format and quirks) plus `truth.npz` and `manifest.json` to `folder`.
@@ -1199,6 +1191,7 @@ def download_file(url: str, dest: str | Path, sha256: str | None = None, md5: st
     os.replace(part, dest); meta.unlink(missing_ok=True)
     return dest
 
+# %% ../nbs/01_data.ipynb #89488591
 def download_course_files(urls: dict[str, str] | None = None, folder: str | Path | None = None,
                           checksums: dict[str, str] | None = None, progress: bool = True) -> Path:
     "Download the four course files (`urls`: file name -> URL; `checksums`: file name -> sha256) into `data/netflix/`."
@@ -1224,15 +1217,16 @@ def read_netflix_prize(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame
                 if not s: continue
                 if s.endswith(b':'):
                     if not s[:-1].isdigit(): raise DataFormatError(path, n, 'movie header must be `<id>:`', s.decode('latin-1'))
-                    movie = int(s[:-1]); continue
+                    movie = _parse_id(s[:-1], 'movie id', path, n, s.decode('latin-1')); continue
                 if movie is None: raise DataFormatError(path, n, 'rating line before any `MovieID:` header', s.decode('latin-1'))
                 parts = s.split(b',')
                 if len(parts) != 3: raise DataFormatError(path, n, 'expected `CustomerID,Rating,Date`', s.decode('latin-1'))
                 u, r, d = parts
-                if not u.isdigit(): raise DataFormatError(path, n, 'customer id is not an integer', s.decode('latin-1'))
+                u = _parse_id(u, 'customer id', path, n, s.decode('latin-1'))
                 if r not in (b'1', b'2', b'3', b'4', b'5'): raise DataFormatError(path, n, 'rating must be in 1..5', s.decode('latin-1'))
                 if not _DATE_RE.match(d.decode('latin-1')): raise DataFormatError(path, n, 'date must be YYYY-MM-DD', s.decode('latin-1'))
-                users.append(int(u)); movies.append(movie); ratings.append(int(r)); dates.append(d.decode())
+                _parse_day(d, path, n, s.decode('latin-1'))
+                users.append(u); movies.append(movie); ratings.append(int(r)); dates.append(d.decode())
         if len(users) == n_before: raise DataFormatError(path, None, 'no ratings found')
     day = (np.array(dates, dtype='datetime64[D]') - EPOCH).astype(np.int32)
     return pd.DataFrame({'user': np.array(users, np.int64), 'movie': np.array(movies, np.int64),
