@@ -638,3 +638,12 @@ def test_property_titles_corruption_named_or_tolerated(ts, data):
             event('rejected'); assert e.line == k + 1 and 'movie_titles.txt' in str(e); return
     event('tolerated')
     assert len(df) == len(ts)                                  # tolerated: NULL or empty year, extra comma or space in a title
+
+
+def test_cached_read_records_the_folder_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv('THU_BDML_CACHE', str(tmp_path / 'cache'))
+    a, b = course_folder(tmp_path / 'a'), course_folder(tmp_path / 'b')    # identical content, one cache entry
+    assert read_course_files(a).info['folder'] == str(a)
+    assert read_course_files(b).info['folder'] == str(b)
+    assert read_course_files(a).info['folder'] == str(a)
+    assert len(list((tmp_path / 'cache' / 'calls').rglob('meta.json'))) == 1

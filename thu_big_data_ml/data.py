@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .metrics import rmse
 from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest
 
 # %% auto #0
@@ -619,7 +620,10 @@ def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknow
     # key: the files' content, the options, and the code (`core.cached` adds this module's code; `_module_digest`
     # covers a run from the notebook). An unwritable cache folder only warns (naming THU_BDML_CACHE): the read still runs.
     digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
-    try: return cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
+    try:
+        data = cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
+        data.info = {**data.info, 'folder': str(folder)}   # the folder asked for, not the one that filled the cache
+        return data
     except OSError as e:
         warnings.warn(f"cache folder {cache_dir()} cannot be used ({type(e).__name__}: {e}); reading {folder} without the cache. "
                       f"Set {ENV_CACHE} to a writable folder to cache reads.", CacheWarning, stacklevel=2)
@@ -683,7 +687,7 @@ def noise_floor(data: RatingData, which: str = 'test') -> float | None:
     if data.truth is None: return None
     s = getattr(data, which)
     pred = expected_rating(data.truth, s.user, s.item, s.day)
-    return float(np.sqrt(np.mean((pred - s.rating) ** 2)))
+    return rmse(pred, s.rating)
 
 # %% ../nbs/01_data.ipynb #1cb81333
 _WORDS_A = ('Last Lost Silent Dark Golden Broken Hidden Wild Secret Eternal Crimson Frozen Little Great Final '
