@@ -99,6 +99,7 @@ def objective(U: np.ndarray, V: np.ndarray, train: Any, lam: float, weights: np.
     U = np.asarray(U, np.float64); V = np.asarray(V, np.float64)
     if U.shape[0] != o.n_users or V.shape[0] != o.n_items or U.shape[1] != V.shape[1]:
         raise ValueError(f"U {U.shape} and V {V.shape} do not match {o.n_users} users x {o.n_items} items")
+    if not _is_real(lam) or not math.isfinite(lam): raise ValueError(f"lam must be a finite number, got {lam!r}")
     if lam < 0: raise ValueError(f"lam must be non-negative, got {lam}")
     ru, ri = _reg_weights(o, reg)
     pred = np.einsum('nk,nk->n', U[o.user], V[o.item])
