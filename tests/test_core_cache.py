@@ -96,3 +96,15 @@ def test_clear_cache_removes_only_its_own(tmp_path):
 def test_disabled_cache_writes_nothing(tmp_path):
     g = cached(_double, location=tmp_path, enabled=False)
     assert g(2) == 4 and not any(tmp_path.iterdir())
+
+
+def test_consecutive_and_parenthesised_imports_all_count(tmp_path, monkeypatch):
+    pkg = tmp_path / 'pkg'; pkg.mkdir()
+    (pkg / 'a.py').write_text('from .b import x, y\nfrom .c import z\nfrom . import (d,\n    e)\n')
+    for m in 'bcde': (pkg / f'{m}.py').write_text(f'{m} = 1\n')
+    monkeypatch.setattr(core, '_package_dir', lambda: pkg)
+    base = code_digest('a')
+    for m in 'bcde':
+        (pkg / f'{m}.py').write_text(f'{m} = 2\n')
+        assert code_digest('a') != base, m
+        base = code_digest('a')

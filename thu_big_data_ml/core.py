@@ -63,7 +63,7 @@ def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #c53c9ede
-_IMPORT_RE = re.compile(r'^\s*from\s+(\.+|thu_big_data_ml\.?)([\w.]*)\s+import\s+\(?([\w\s,*]+)', re.M)
+_IMPORT_RE = re.compile(r'^[ \t]*from[ \t]+(\.+|thu_big_data_ml\.?)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)', re.M)
 
 def _package_dir() -> Path:
     return Path(__file__).resolve().parent if '__file__' in globals() else project_root() / 'thu_big_data_ml'
@@ -74,7 +74,9 @@ def _package_imports(path: Path) -> set[str]:
     for dots, mod, names in _IMPORT_RE.findall(path.read_text(encoding='utf-8')):
         base = mod.split('.')[0]
         if base: out.add(base)
-        else: out.update(n.strip() for n in names.split(',') if n.strip())
+        else:
+            names = re.sub(r'#[^\n]*', '', names).strip('() \t\n')
+            out.update(n.split()[0] for n in names.split(',') if n.strip())
     return out
 
 def code_digest(*modules: str) -> str:
