@@ -184,6 +184,16 @@ def test_logistic_propensity():
     m = fit_logistic_propensity(u, i, fu, fi, neg_ratio=5, seed=0)
     assert abs(m.intercept + 3) < 0.3 and abs(m.coef_user[0] - 1) < 0.2 and abs(m.coef_item[1] - 1) < 0.2
     assert np.isclose(m.predict(*np.indices((U, I)).reshape(2, -1)).mean(), Pm.mean(), rtol=0.15)
+    # the protocol: counts of users / items without observations, index checks against the feature rows
+    p = m.predict(np.r_[u[:3], 0], np.r_[i[:3], 0])
+    assert p.dtype == np.float64 and ((p > 0) & (p < 1)).all() and m.info_['pairs'] == 4
+    unseen_u = np.setdiff1d(np.arange(U), u)
+    if len(unseen_u): m.predict(unseen_u[:1], i[:1]); assert m.info_['unseen_user'] == 1
+    for bad, err in (((np.array([U]), np.array([0])), ValueError), ((np.array([0.5]), np.array([0])), TypeError),
+                     ((np.array([0, 1]), np.array([0])), ValueError), ((np.array([-1]), np.array([0])), ValueError)):
+        with pytest.raises(err): m.predict(*bad)
+    with pytest.raises(ValueError, match='indices must lie'): fit_logistic_propensity(np.array([U]), np.array([0]), fu, fi)
+    with pytest.raises(ValueError, match='indices must lie'): interaction_features([0, 5], [0, 1], [3.0, 4.0], 3, 3)
 
 
 def test_stratification_and_simpson():

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .metrics import check_pairs, rmse, unseen_info
+
 # %% auto #0
 __all__ = ['ESTIMATORS', 'METRICS', 'SCHNABEL_MARGINAL', 'check_propensities', 'clip_propensities', 'normalize_propensities',
            'popularity_propensity', 'fit_popularity_gamma', 'naive_bayes_propensity', 'propensity_of_ratings',
@@ -128,7 +130,8 @@ def propensity_of_ratings(ratings, table: pd.Series) -> np.ndarray:
 def interaction_features(user, item, rating, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-user and per-item features for a propensity model, from the MNAR observations only:
     log(1 + count), mean rating (shrunk to the global mean with 5 pseudo-ratings), standardised."""
-    user = np.asarray(user); item = np.asarray(item); r = np.asarray(rating, dtype=np.float64)
+    user, item = check_pairs(user, item, n_users, n_items, 'observations')
+    r = np.asarray(rating, dtype=np.float64)
     _check_lengths(user=user, item=item, rating=r)
     mu = r.mean()
     def feats(idx, n):
@@ -139,24 +142,34 @@ def interaction_features(user, item, rating, n_users: int, n_items: int) -> tupl
 
 @dataclass
 class LogisticPropensity:
-    "Logistic model $P(O_{ui}=1) = \\sigma(w_0 + w_u^\\top x_u + w_i^\\top x_i)$; `predict(user, item)` gives propensities."
+    """Logistic model $P(O_{ui}=1) = \\sigma(w_0 + w_u^\\top x_u + w_i^\\top x_i)$; `predict(user, item)` gives propensities
+    in (0, 1), one per pair, indices checked against the feature rows. A user or item without observations is answered
+    from its features (count 0, mean rating shrunk to the global mean), as any other; `info_` counts them."""
     coef_user: np.ndarray
     coef_item: np.ndarray
     intercept: float
     user_features: np.ndarray
     item_features: np.ndarray
+    user_count: np.ndarray | None = None     # observations per user (None: every index counts as seen)
+    item_count: np.ndarray | None = None
+
+    def __post_init__(self): self.info_: dict = {}
+
     def predict(self, user, item) -> np.ndarray:
-        z = self.intercept + self.user_features[user] @ self.coef_user + self.item_features[item] @ self.coef_item
-        return 1 / (1 + np.exp(-z))
+        u, i = check_pairs(user, item, len(self.user_features), len(self.item_features))
+        z = self.intercept + self.user_features[u] @ self.coef_user + self.item_features[i] @ self.coef_item
+        seen = lambda c, n: np.ones(n, np.int64) if c is None else c
+        _, _, self.info_ = unseen_info(u, i, seen(self.user_count, len(self.user_features)),
+                                       seen(self.item_count, len(self.item_features)))
+        return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
 def fit_logistic_propensity(user, item, user_features: np.ndarray, item_features: np.ndarray,
                             neg_ratio: float = 5.0, seed: int = 0) -> LogisticPropensity:
     """Fit $P(O=1 \\mid x_u, x_i)$ on all observed pairs plus `neg_ratio` times as many random unobserved pairs
     (case-control sampling); the intercept is corrected by the log of the negative sampling rate."""
     from sklearn.linear_model import LogisticRegression
-    user = np.asarray(user, dtype=np.int64); item = np.asarray(item, dtype=np.int64)
-    _check_lengths(user=user, item=item)
     U, I = len(user_features), len(item_features)
+    user, item = check_pairs(user, item, U, I, 'observations')
     n_obs = len(user); n_neg_all = U * I - n_obs
     if n_obs == 0 or n_neg_all <= 0: raise ValueError("need both observed and unobserved pairs")
     rng = np.random.default_rng(seed)
@@ -170,7 +183,8 @@ def fit_logistic_propensity(user, item, user_features: np.ndarray, item_features
     lr = LogisticRegression(C=1e4, max_iter=1000).fit(X, y)
     ku = user_features.shape[1]
     return LogisticPropensity(lr.coef_[0, :ku].copy(), lr.coef_[0, ku:].copy(), float(lr.intercept_[0] + np.log(rate)),
-                              np.asarray(user_features), np.asarray(item_features))
+                              np.asarray(user_features), np.asarray(item_features),
+                              np.bincount(user, minlength=U), np.bincount(item, minlength=I))
 
 # %% ../nbs/06_propensity.ipynb #9a2e03b6
 ESTIMATORS = ('naive', 'ips', 'snips', 'dr')
@@ -470,7 +484,7 @@ def summarize_study(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
     d['covered'] = (d.err.abs() <= 1.96 * d.se)
     g = d.groupby(['metric', 'prediction', 'method'], sort=False)
     s = pd.DataFrame({'truth': g.truth.first(), 'bias': g.err.mean(), 'sd': g.err.std(ddof=1),
-                      'rmse': g.err.apply(lambda e: float(np.sqrt(np.mean(e**2)))), 'reps': g.size(),
+                      'rmse': g[['estimate', 'truth']].apply(lambda x: rmse(x.estimate, x.truth)), 'reps': g.size(),
                       'coverage': g.covered.mean()})
     s['bias_se'] = s.sd / np.sqrt(s.reps)
     s['rel_rmse'] = s.rmse / s.truth.abs()
