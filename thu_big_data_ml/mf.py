@@ -711,13 +711,13 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
     from tqdm.auto import tqdm
     rows, spent, best = [], 0.0, {'J': math.inf, 'iter': None, 'P': None}
     bar = tqdm(total=max_iter, desc=f'MF {method}/{eb} k={k} lam={lam:g}', disable=not progress, leave=False)
-    def record(t: int, J: float) -> str | None:
+    def record(t: int, J: float, sse: float) -> str | None:
         "Stop if J diverged (the reason), else keep the best iterate and append history row t."
         why = divergence_reason(J, best['J'], t)
         if why: return why
         Pn = eng.params()
         if J < best['J']: best.update(J=J, iter=t, P={kk: np.array(v, copy=True) for kk, v in Pn.items()})
-        tr, vr = _curves(model(Pn), o, ov)
+        tr, vr = _curves(model(Pn), float(sse), len(o), ov)
         rows.append((t, J, tr, vr, spent))
         bar.update(t - bar.n); bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
         return None
@@ -729,7 +729,7 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
         def record_accel(t: int, J: float, sse: float) -> str | None:
             nonlocal spent
             spent += time.perf_counter() - clock[0]
-            why = record(t, J)
+            why = record(t, J, sse)
             clock[0] = time.perf_counter()
             return why
         reason, sweeps, rejected = _als_anderson(eng, record_accel, max_iter, small, int(accel_window))
@@ -737,10 +737,10 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
     J_prev = None
     for t in range(max_iter + 1 if accel is None else 0):
         t0 = time.perf_counter()
-        if method == 'als': J, _ = eng.value_only() if t == 0 else eng.als_sweep()
-        else: J, _ = eng.value_grad()
+        if method == 'als': J, sse = eng.value_only() if t == 0 else eng.als_sweep()
+        else: J, sse = eng.value_grad()
         spent += time.perf_counter() - t0
-        why = record(t, J)
+        why = record(t, J, sse)
         if why: reason = why; break
         if J_prev is not None and small(J, J_prev, t): reason = 'converged'; break
         if t == max_iter: break
@@ -792,11 +792,11 @@ def _check_fit_args(k, lam, method, backend, reg, accel, accel_window, layout, m
     if lr is not None: _check_real('lr', lr, positive=True)
     _check_real('init_scale', init_scale)
 
-def _curves(m: MFModel, o: _Obs, ov: _Obs | None) -> tuple[float, float]:
-    """Train RMSE (unclipped, the fit) and validation RMSE (clipped, with the fallbacks: what `metrics.evaluate`
-    reports; nan without validation data or when a prediction is not finite) of the model `m`."""
-    tr = _predict(m.U, m.V, np.float32(m.mu), m.bu, m.bi, o.user, o.item)
-    tr = rmse(tr, o.rating) if np.isfinite(tr).all() else math.nan
+def _curves(m: MFModel, sse: float, n: int, ov: _Obs | None) -> tuple[float, float]:
+    """Train RMSE (unclipped: sqrt(SSE / n) from the squared errors the engine summed for J, no second pass over the
+    ratings) and validation RMSE (clipped, with the fallbacks: what `metrics.evaluate` reports; nan without
+    validation data or when a prediction is not finite) of the model `m`."""
+    tr = math.sqrt(sse / n) if math.isfinite(sse) and n else math.nan
     if ov is None: return tr, math.nan
     p = m.predict(ov.user, ov.item)
     return tr, (score(p, ov.rating)['rmse'] if np.isfinite(p).all() else math.nan)
