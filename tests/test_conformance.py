@@ -23,6 +23,8 @@ class Spec:
     band: tuple[float, float] | None          # clipped test RMSE on the shared problem (noise floor about 0.42:
                                               # noise 0.3 + rounding); None: not a rating model
     tol32: float = 1e-5                       # predictions from float32 vs float64 training ratings
+    both_unseen: Callable[[Any, Any], float] | None = None   # (model, train) -> the answer for an unseen user and item
+                                                             # (None: the training mean)
 
 
 def _cf(**kw):
@@ -40,6 +42,12 @@ def _mf(**kw):
         from thu_big_data_ml.mf import fit_mf
         return fit_mf(tr, k=4, progress=False, **kw)
     return fit
+
+def _mf_ips(tr):
+    from thu_big_data_ml.propensity import fit_mf_ips
+    r = np.asarray(tr.rating, np.float64)
+    p = 0.2 + 0.6 * (r - r.min()) / (r.max() - r.min())            # MNAR-like: high ratings observed more often
+    return fit_mf_ips(tr, p, k=4, lam=1.0, method='als', biased=True, max_iter=30, progress=False)
 
 def _reg_adam(tr):
     from thu_big_data_ml.regularization import fit_regularized
@@ -84,6 +92,7 @@ SPECS = [
     Spec('MFModel(gd, numba)', _mf(method='gd', backend='numba', lam=1.0, max_iter=300), (0.4, 0.58)),
     Spec('MFModel(als)', _mf(method='als', lam=1.0, max_iter=30), (0.4, 0.58)),
     Spec('MFModel(als, biased)', _mf(method='als', lam=1.0, biased=True, max_iter=30), (0.4, 0.58)),
+    Spec('MFModel(fit_mf_ips)', _mf_ips, (0.4, 0.6), both_unseen=lambda m, tr: m.mu),   # mu: the IPS-weighted mean
     Spec('RegMF(fit_regularized)', _reg_adam, (0.4, 0.58)),
     Spec('RegMF(fit_regularized_als)', _reg_als, (0.4, 0.58)),
     Spec('BayesMFModel', _bayes, (0.4, 0.58)),
@@ -135,8 +144,9 @@ def test_unseen_users_and_items_get_the_fallback_and_are_counted(spec, low_rank)
     if spec.band is None:                                            # propensities
         p = np.r_[p_user, p_item, p_both]
         assert ((p > 0) & (p < 1)).all()
-    else:                                                            # the documented last resort: the training mean
-        np.testing.assert_allclose(p_both, d.train.rating.mean(), rtol=1e-5)
+    else:                                                            # the documented last resort (the training mean)
+        want = d.train.rating.mean() if spec.both_unseen is None else spec.both_unseen(m, d.train)
+        np.testing.assert_allclose(p_both, want, rtol=1e-5)
     m.predict(d.test.user[:4], d.test.item[:4])                      # counts are per call
     assert m.info_['pairs'] == 4 and m.info_['fallback'] == 0
 
