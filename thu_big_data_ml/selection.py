@@ -23,8 +23,8 @@ from .regularization import fit_regularized_als
 # %% auto #0
 __all__ = ['DEFAULT_SPACE', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate', 'cv_summary',
            'check_user_time', 'prequential_split', 'prequential_rejection', 'prequential_violations', 'study_storage',
-           'open_storage', 'make_study', 'run_study', 'suggest', 'als_objective', 'study_seconds', 'tune_cv',
-           'pareto_frame', 'fig_pareto', 'DegenerateTestWarning', 'paired_tests']
+           'open_storage', 'make_study', 'fail_stale', 'run_study', 'suggest', 'als_objective', 'study_seconds',
+           'tune_cv', 'pareto_frame', 'fig_pareto', 'DegenerateTestWarning', 'paired_tests']
 
 # %% ../nbs/05_model_selection.ipynb #196fd7cd
 def concat_interactions(parts: list[Interactions]) -> Interactions:
@@ -294,6 +294,37 @@ def make_study(name: str, sampler: str = 'tpe', space: dict | None = None, prune
     return study
 
 # %% ../nbs/05_model_selection.ipynb #91dff866
+def fail_stale(study) -> list[int]:
+    """Fail the trials of dead workers and queue their retries (heartbeat storages only); returns their numbers."""
+    import copy, optuna, sqlalchemy
+    from datetime import datetime, timedelta
+    from optuna.trial import TrialState
+    storage = study._storage
+    rdb = getattr(storage, '_backend', storage)                   # Optuna wraps an RDBStorage in a cache
+    if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None: return []
+    running = lambda: {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    before = running()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    left = running()
+    failed = [t.number for i, t in before.items() if i not in left]
+    grace = timedelta(seconds=rdb.grace_period or 2 * rdb.heartbeat_interval)
+    old = [t for t in left.values() if t.datetime_start is not None and datetime.now() - t.datetime_start > grace]
+    if old:
+        with rdb.engine.connect() as c:
+            beating = {r[0] for r in c.execute(sqlalchemy.text('SELECT trial_id FROM trial_heartbeats'))}
+        cb = rdb.get_heartbeat_stale_trial_callback()
+        for t in old:
+            if t._trial_id in beating: continue
+            try: changed = storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError: continue       # another worker got there first
+            if changed:
+                failed.append(t.number)
+                if cb is not None: cb(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+    return sorted(failed)
+
+# %% ../nbs/05_model_selection.ipynb #7e07f997
 def run_study(study, objective: Callable, n_trials: int, timeout: float | None = None, progress: bool = True) -> int:
     """Run trials until the study holds `n_trials` finished (complete or pruned) ones, counting every worker's trials;
     returns how many trials this call ran. Stale trials of killed workers are failed (and retried) first."""
@@ -306,9 +337,7 @@ def run_study(study, objective: Callable, n_trials: int, timeout: float | None =
         raise ValueError(f'timeout must be None or a positive number of seconds, got {timeout!r}')
     if not callable(objective): raise TypeError(f'objective must be callable, got {type(objective).__name__}')
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    fail_stale(study)
     todo = int(n_trials) - len(study.get_trials(deepcopy=False, states=finished))
     if todo <= 0: return 0
     ran = []
