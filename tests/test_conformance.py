@@ -235,3 +235,22 @@ def test_evaluate_scores_the_model_inside_its_band(spec, low_rank):
     assert e.get('pairs', len(test)) == len(test) and e.get('fallback', 0) == 0    # info_ merged: no unseen test pair
     raw = evaluate(m, test, clip=None)
     assert raw['rmse'] >= e['rmse'] - 1e-12                          # clipping never hurts on a 1..5 test set
+
+
+# ---------------------------------------------------------------- property: any valid index arrays
+from hypothesis import HealthCheck, given, settings, strategies as st   # noqa: E402
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_valid_indices_predict_as_one_at_a_time(spec, low_rank, data):
+    "Random valid (user, item) arrays, repeats and unseen ids included, in any integer dtype: batch = pairs one by one."
+    m = fitted(spec, low_rank.train)
+    n = data.draw(st.integers(0, 12), label='n')
+    u = data.draw(st.lists(st.integers(0, low_rank.train.n_users - 1), min_size=n, max_size=n), label='user')
+    i = data.draw(st.lists(st.integers(0, low_rank.train.n_items - 1), min_size=n, max_size=n), label='item')
+    dtype = data.draw(st.sampled_from([np.int64, np.int32, np.uint16, np.int16]), label='dtype')
+    u, i = np.asarray(u, dtype), np.asarray(i, dtype)
+    batch = np.asarray(m.predict(u, i), np.float64)
+    assert batch.shape == (n,) and np.isfinite(batch).all()
+    one = [float(np.asarray(m.predict(u[j:j + 1], i[j:j + 1]))[0]) for j in range(n)]
+    np.testing.assert_allclose(batch, one, rtol=1e-6, atol=1e-6)
