@@ -237,6 +237,22 @@ def test_bad_storage_arguments(tmp_path):
 
 # ---------------------------------------------------------------- several workers on one SQLite file (real processes)
 
+def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path):
+    "Every transaction is BEGIN IMMEDIATE on a WAL file: a second writer waits for the lock (here: times out at once)."
+    import sqlite3
+    url = study_storage('lock', tmp_path)
+    st = open_storage(url, 1, 3, timeout=5)
+    other = sqlite3.connect(tmp_path / 'lock.db', timeout=0, isolation_level=None)
+    assert other.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    with st.engine.connect() as c:
+        with c.begin():
+            c.exec_driver_sql('SELECT 1')                            # a read, yet the write lock is held
+            with pytest.raises(sqlite3.OperationalError, match='locked'):
+                other.execute('BEGIN IMMEDIATE')
+    other.execute('BEGIN IMMEDIATE'); other.execute('ROLLBACK')     # released at commit
+    other.close()
+
+
 WORKER = textwrap.dedent('''
     import os, sys, time
     from thu_big_data_ml.selection import make_study, run_study
