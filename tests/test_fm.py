@@ -205,3 +205,41 @@ def test_nested_cv_fm_picks_from_grid(data):
     assert t.fold.tolist() == [0, 2] and set(t.features) <= {'mf', 'svd++'}
     assert (t.test_rmse < 1.0).all() and (t['inner 0'] > 0).all()
     with pytest.raises(ValueError, match='grid'): nested_cv_fm(data, [])
+
+
+def _discrete(d):
+    return Interactions(d.user, d.item, np.clip(np.rint(d.rating), 1, 5), d.day, d.n_users, d.n_items)
+
+
+def test_ordered_probit_twin_probabilities_and_scale(data):
+    d = _discrete(data)
+    kw = dict(k=2, n_samples=8, burn_in=3, seed=3, val=d, likelihood='probit', progress=False)
+    a = fit_bayes_fm(d, 'svd++', backend='numba', **kw)
+    b = fit_bayes_fm(d, 'svd++', backend='numpy', **kw)
+    np.testing.assert_allclose(a.posterior.cutpoints, b.posterior.cutpoints, rtol=1e-9)
+    np.testing.assert_allclose(a.val_prediction, b.val_prediction, rtol=1e-8)
+    P = a.predict_proba(d.user[:50], d.item[:50])
+    assert P.shape == (50, len(a.levels)) and (P >= 0).all()
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(a.predict(d.user[:50], d.item[:50]), P @ a.levels)
+    th = a.posterior.cutpoints
+    assert (th[:, 0] == 0).all() and (np.diff(th, axis=1) > 0).all()
+    assert a.predict_proba([], []).shape == (0, len(a.levels))
+
+
+def test_ordered_probit_fits_and_bad_inputs(data):
+    d = _discrete(data)
+    m = fit_bayes_fm(d, 'mf', k=2, n_samples=80, burn_in=30, val=d, likelihood='probit', progress=False)
+    assert score(m.val_prediction, d.rating)['rmse'] < 0.7
+    assert 0.02 < m.config['mh_acceptance'] < 0.9
+    with pytest.raises(ValueError, match='whole numbers'):
+        fit_bayes_fm(data, 'mf', n_samples=2, burn_in=0, likelihood='probit', progress=False)
+    with pytest.raises(ValueError, match='every class'):
+        sample_fm([0.0, 2.0], [Block(sp.csr_matrix(np.eye(2)), [0, 1], (('a', 2),))], n_samples=2, burn_in=0,
+                  likelihood='probit')
+    with pytest.raises(ValueError, match='likelihood'):
+        sample_fm([0.0, 1.0], [Block(sp.csr_matrix(np.eye(2)), [0, 1], (('a', 2),))], n_samples=2, burn_in=0,
+                  likelihood='logit')
+    with pytest.raises(ValueError, match='ordered-probit'):
+        fit_bayes_fm(data, 'mf', n_samples=2, burn_in=0, progress=False).posterior.predict_proba(
+            RatingFeatures('mf').fit(data).blocks([0], [0]))

@@ -19,8 +19,9 @@ from .data import holdout_split, kfold_splits
 from .metrics import RATING_RANGE, check_index, check_pairs, check_triples, score, seen_counts, unseen_info
 
 # %% auto #0
-__all__ = ['TERMS', 'FEATURE_SETS', 'LINEAR_ONLY', 'Block', 'check_blocks', 'FMPosterior', 'sample_fm', 'feature_terms',
-           'RatingFeatures', 'BayesFM', 'fit_bayes_fm', 'movielens_side', 'predictive_interval', 'nested_cv_fm']
+__all__ = ['TERMS', 'FEATURE_SETS', 'LINEAR_ONLY', 'Block', 'check_blocks', 'class_probabilities', 'FMPosterior', 'sample_fm',
+           'feature_terms', 'RatingFeatures', 'BayesFM', 'fit_bayes_fm', 'movielens_side', 'predictive_interval',
+           'nested_cv_fm']
 
 # %% ../nbs/11_factorization_machines.ipynb #eb6fe99b
 @dataclass
@@ -75,25 +76,23 @@ def check_blocks(blocks: Sequence[Block], n: int, name: str = 'blocks') -> list[
 # %% ../nbs/11_factorization_machines.ipynb #9b7e11e8
 @dataclass
 class _Prep:
-    "A block in the sampler's layout: row CSR, column CSC, ratings grouped by row, column offset in w / V."
+    "A block in the sampler's layout: row CSR, column CSC, the row of each rating, ratings per row, column offset."
     rptr: np.ndarray; rcol: np.ndarray; rval: np.ndarray
     cptr: np.ndarray; crow: np.ndarray; cval: np.ndarray
-    ind: np.ndarray; gptr: np.ndarray; gperm: np.ndarray; m: np.ndarray
+    ind: np.ndarray; m: np.ndarray
     off: int; p: int
 
 def _prepare(b: Block, off: int) -> _Prep:
     X = b.X; C = X.tocsc(); C.sort_indices()
-    ind = np.asarray(b.index, np.int64); nr = X.shape[0]
-    m = np.bincount(ind, minlength=nr).astype(np.int64)
-    gptr = np.zeros(nr + 1, np.int64); np.cumsum(m, out=gptr[1:])
+    ind = np.asarray(b.index, np.int64)
     return _Prep(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float64),
                  C.indptr.astype(np.int64), C.indices.astype(np.int64), C.data.astype(np.float64),
-                 ind, gptr, np.argsort(ind, kind='stable').astype(np.int64), m, off, X.shape[1])
+                 ind, np.bincount(ind, minlength=X.shape[0]).astype(np.float64), off, X.shape[1])
 
 def _column_counts(P: _Prep) -> np.ndarray:
     "How many ratings touch each column of the block (0: the column never occurs in training)."
     C = sp.csc_matrix((np.ones_like(P.cval), P.crow, P.cptr), shape=(len(P.m), P.p))
-    return np.asarray(C.T @ P.m, np.int64).ravel()
+    return np.rint(C.T @ P.m).astype(np.int64).ravel()
 
 # %% ../nbs/11_factorization_machines.ipynb #c21ce0e0
 def _linear_reference(P: _Prep, act, grp, w, e, alpha, lam, mu, z) -> None:
@@ -113,12 +112,12 @@ def _linear_reference(P: _Prep, act, grp, w, e, alpha, lam, mu, z) -> None:
     e -= dl[P.ind]
 
 # %% ../nbs/11_factorization_machines.ipynb #bfa2ca67
-def _rowdot_reference(P: _Prep, V, f) -> np.ndarray:
-    "q[b] = sum_l X[b, l] V[off + l, f]: the block's share of the f-th factor sum, per row."
-    return sp.csr_matrix((P.rval, P.rcol, P.rptr), shape=(len(P.m), P.p)) @ V[P.off:P.off + P.p, f]
+def _rowdot_reference(P: _Prep, v) -> np.ndarray:
+    "q[b] = sum_l X[b, l] v[off + l]: the block's share of one dimension's factor sum, per row."
+    return sp.csr_matrix((P.rval, P.rcol, P.rptr), shape=(len(P.m), P.p)) @ v[P.off:P.off + P.p]
 
-def _factor_reference(P: _Prep, act, grp, f, V, qb, e, qtot, alpha, lam, mu, z) -> None:
-    """Plain NumPy: draw V[l, f] for every column l of block `P` in turn. Per-row caches (sums over the row's ratings of
+def _factor_reference(P: _Prep, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last=False) -> None:
+    """Plain NumPy: draw v[l] for every column l of block `P` in turn. Per-row caches (sums over the row's ratings of
     e, o, o^2, o e with o = the other blocks' factor sum) make each draw cost O(nnz of the column), not O(ratings)."""
     nr = len(P.m); ind = P.ind
     o = qtot - qb[ind]
@@ -129,18 +128,18 @@ def _factor_reference(P: _Prep, act, grp, f, V, qb, e, qtot, alpha, lam, mu, z) 
         j = P.off + l
         if not act[j]: continue
         sl = slice(P.cptr[l], P.cptr[l + 1]); rows, x = P.crow[sl], P.cval[sl]
-        v = V[j, f]; c = qb[rows] - v * x
+        old = v[j]; c = qb[rows] - old * x
         A = float((x * x * (m[rows] * c * c + 2 * c * So[rows] + Soo[rows])).sum())
         B = float((x * (c * Se[rows] + Soe[rows])).sum())
-        g = grp[j]; prec = alpha * A + lam[g, f]
-        new = (alpha * (B + v * A) + lam[g, f] * mu[g, f]) / prec + z[j] / math.sqrt(prec)
-        d = new - v; V[j, f] = new
+        prec = alpha * A + lam[grp[j]]
+        new = (alpha * (B + old * A) + lam[grp[j]] * mu[grp[j]]) / prec + z[j] / math.sqrt(prec)
+        d = new - old; v[j] = new
         Se[rows] -= d * x * (m[rows] * c + So[rows]); Soe[rows] -= d * x * (c * So[rows] + Soo[rows])
-        qb[rows] += d * x; dsq[rows] += (new * new - v * v) * x * x
+        qb[rows] += d * x; dsq[rows] += (new * new - old * old) * x * x
     dq = qb - q0
     a = 0.5 * (qb * qb - q0 * q0) - 0.5 * dsq
     e -= a[ind] + dq[ind] * o
-    qtot += dq[ind]
+    if not last: qtot += dq[ind]
 
 # %% ../nbs/11_factorization_machines.ipynb #e5f59831
 _KERNELS = None
@@ -156,13 +155,10 @@ def _kernels() -> dict:
         except RuntimeError: return njit(f)
 
     @jit
-    def linear(cptr, crow, cval, gptr, gperm, m, ind, off, act, grp, w, e, alpha, lam, mu, z):
+    def linear(cptr, crow, cval, ind, m, off, act, grp, w, e, alpha, lam, mu, z):
         nr = len(m); p = len(cptr) - 1
-        Se = np.empty(nr); dl = np.zeros(nr)
-        for b in range(nr):
-            s = 0.0
-            for t in range(gptr[b], gptr[b + 1]): s += e[gperm[t]]
-            Se[b] = s
+        Se = np.zeros(nr); dl = np.zeros(nr)
+        for n in range(len(ind)): Se[ind[n]] += e[n]
         for l in range(p):
             j = off + l
             if not act[j]: continue
@@ -174,17 +170,14 @@ def _kernels() -> dict:
             d = new - old; w[j] = new
             for t in range(cptr[l], cptr[l + 1]):
                 b = crow[t]; x = cval[t]; Se[b] -= d * x * m[b]; dl[b] += d * x
-        for b in range(nr):
-            d = dl[b]
-            if d != 0.0:
-                for t in range(gptr[b], gptr[b + 1]): e[gperm[t]] -= d
+        for n in range(len(ind)): e[n] -= dl[ind[n]]
 
     @jit
-    def rowdot(rptr, rcol, rval, V, off, f):
+    def rowdot(rptr, rcol, rval, v, off):
         nr = len(rptr) - 1; q = np.empty(nr)
         for b in range(nr):
             s = 0.0
-            for t in range(rptr[b], rptr[b + 1]): s += rval[t] * V[off + rcol[t], f]
+            for t in range(rptr[b], rptr[b + 1]): s += rval[t] * v[off + rcol[t]]
             q[b] = s
         return q
 
@@ -193,38 +186,35 @@ def _kernels() -> dict:
         for n in range(len(ind)): qtot[n] += qb[ind[n]]
 
     @jit
-    def factor(cptr, crow, cval, gptr, gperm, m, off, act, grp, f, V, qb, e, qtot, alpha, lam, mu, z):
+    def factor(cptr, crow, cval, ind, m, off, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last):
         nr = len(m); p = len(cptr) - 1
-        Se = np.empty(nr); So = np.empty(nr); Soo = np.empty(nr); Soe = np.empty(nr)
-        q0 = qb.copy(); dsq = np.zeros(nr)
-        for b in range(nr):
-            se = 0.0; so = 0.0; soo = 0.0; soe = 0.0; qq = qb[b]
-            for t in range(gptr[b], gptr[b + 1]):
-                n = gperm[t]; o = qtot[n] - qq; en = e[n]
-                se += en; so += o; soo += o * o; soe += o * en
-            Se[b] = se; So[b] = so; Soo[b] = soo; Soe[b] = soe
+        R = np.zeros((nr, 8))            # per row: q, m, sum e, sum o, sum o^2, sum o e, change of sum v^2 x^2, q before
+        for b in range(nr): R[b, 0] = qb[b]; R[b, 1] = m[b]; R[b, 7] = qb[b]
+        for n in range(len(ind)):
+            b = ind[n]; o = qtot[n] - R[b, 7]; en = e[n]
+            R[b, 2] += en; R[b, 3] += o; R[b, 4] += o * o; R[b, 5] += o * en
         for l in range(p):
             j = off + l
             if not act[j]: continue
-            v = V[j, f]; A = 0.0; B = 0.0
+            old = v[j]; A = 0.0; B = 0.0
             for t in range(cptr[l], cptr[l + 1]):
-                b = crow[t]; x = cval[t]; c = qb[b] - v * x
-                A += x * x * (m[b] * c * c + 2.0 * c * So[b] + Soo[b])
-                B += x * (c * Se[b] + Soe[b])
-            g = grp[j]; prec = alpha * A + lam[g, f]
-            new = (alpha * (B + v * A) + lam[g, f] * mu[g, f]) / prec + z[j] / math.sqrt(prec)
-            d = new - v; V[j, f] = new
+                b = crow[t]; x = cval[t]; c = R[b, 0] - old * x
+                A += x * x * (R[b, 1] * c * c + 2.0 * c * R[b, 3] + R[b, 4])
+                B += x * (c * R[b, 2] + R[b, 5])
+            g = grp[j]; prec = alpha * A + lam[g]
+            new = (alpha * (B + old * A) + lam[g] * mu[g]) / prec + z[j] / math.sqrt(prec)
+            d = new - old; v[j] = new; dd = new * new - old * old
             for t in range(cptr[l], cptr[l + 1]):
-                b = crow[t]; x = cval[t]; c = qb[b] - v * x
-                Se[b] -= d * x * (m[b] * c + So[b]); Soe[b] -= d * x * (c * So[b] + Soo[b])
-                qb[b] += d * x; dsq[b] += (new * new - v * v) * x * x
-        for b in range(nr):
-            dq = qb[b] - q0[b]
-            if dq == 0.0 and dsq[b] == 0.0: continue
-            a = 0.5 * (qb[b] * qb[b] - q0[b] * q0[b]) - 0.5 * dsq[b]
-            for t in range(gptr[b], gptr[b + 1]):
-                n = gperm[t]; o = qtot[n] - q0[b]
-                e[n] -= a + dq * o; qtot[n] += dq
+                b = crow[t]; x = cval[t]; c = R[b, 0] - old * x
+                R[b, 2] -= d * x * (R[b, 1] * c + R[b, 3]); R[b, 5] -= d * x * (c * R[b, 3] + R[b, 4])
+                R[b, 0] += d * x; R[b, 6] += dd * x * x
+        for b in range(nr):              # reuse the columns: 2 = change of q, 3 = change of the row's own terms
+            q1 = R[b, 0]; q0 = R[b, 7]; qb[b] = q1
+            R[b, 2] = q1 - q0; R[b, 3] = 0.5 * (q1 * q1 - q0 * q0) - 0.5 * R[b, 6]
+        for n in range(len(ind)):
+            b = ind[n]; dq = R[b, 2]
+            e[n] -= R[b, 3] + dq * (qtot[n] - R[b, 7])
+            if not last: qtot[n] += dq
 
     _KERNELS = dict(linear=linear, rowdot=rowdot, gather_add=gather_add, factor=factor)
     return _KERNELS
@@ -237,20 +227,19 @@ class _Engine:
 
     def linear(self, P, act, grp, w, e, alpha, lam, mu, z):
         if self.K is None: return _linear_reference(P, act, grp, w, e, alpha, lam, mu, z)
-        self.K['linear'](P.cptr, P.crow, P.cval, P.gptr, P.gperm, P.m, P.ind, P.off, act, grp, w, e, alpha, lam, mu, z)
+        self.K['linear'](P.cptr, P.crow, P.cval, P.ind, P.m, P.off, act, grp, w, e, alpha, lam, mu, z)
 
-    def rowdot(self, P, V, f):
-        if self.K is None: return _rowdot_reference(P, V, f)
-        return self.K['rowdot'](P.rptr, P.rcol, P.rval, V, P.off, f)
+    def rowdot(self, P, v):
+        if self.K is None: return _rowdot_reference(P, v)
+        return self.K['rowdot'](P.rptr, P.rcol, P.rval, v, P.off)
 
     def gather_add(self, qtot, qb, ind):
         if self.K is None: qtot += qb[ind]
         else: self.K['gather_add'](qtot, qb, ind)
 
-    def factor(self, P, act, grp, f, V, qb, e, qtot, alpha, lam, mu, z):
-        if self.K is None: return _factor_reference(P, act, grp, f, V, qb, e, qtot, alpha, lam, mu, z)
-        self.K['factor'](P.cptr, P.crow, P.cval, P.gptr, P.gperm, P.m, P.off, act, grp, f, V, qb, e, qtot,
-                         alpha, lam, mu, z)
+    def factor(self, P, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last):
+        if self.K is None: return _factor_reference(P, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last)
+        self.K['factor'](P.cptr, P.crow, P.cval, P.ind, P.m, P.off, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last)
 
 # %% ../nbs/11_factorization_machines.ipynb #16117341
 def _draw_group_hyper(rng, x, grp, act, lam, G, a0=1.0, b0=1.0, g0=1.0):
@@ -286,6 +275,41 @@ class _Query:
         return lin + 0.5 * ((q * q).sum(1) - s)
 
 # %% ../nbs/11_factorization_machines.ipynb #d62683d2
+def _interval_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    "P(a < Z <= b) for standard normal Z, computed on the side of the tail that keeps precision."
+    from scipy.special import ndtr
+    up = a > 0
+    return np.where(up, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
+
+def _class_bounds(theta: np.ndarray, yc: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = np.concatenate([[-np.inf], theta, [np.inf]])
+    return t[yc] - yhat, t[yc + 1] - yhat
+
+def class_probabilities(yhat: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    "Ordered-probit probabilities (n x classes) of latent means `yhat` under cutpoints `theta`; rows sum to one."
+    from scipy.special import ndtr
+    t = np.concatenate([[-np.inf], np.asarray(theta, float), [np.inf]])
+    return np.diff(ndtr(t[None, :] - np.asarray(yhat, float)[:, None]), axis=1)
+
+def _truncated_normal(rng, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    "Standard normal draws truncated to (a, b], by inverse CDF on the precise side of the tail."
+    from scipy.special import ndtr, ndtri
+    u = rng.random(len(a)); up = a > 0
+    lo, hi = np.where(up, ndtr(-b), ndtr(a)), np.where(up, ndtr(-a), ndtr(b))
+    x = ndtri(lo + u * (hi - lo))
+    return np.clip(np.where(up, -x, x), a, b)
+
+def _cutpoint_step(rng, theta: np.ndarray, yc: np.ndarray, yhat: np.ndarray, step: float) -> tuple[np.ndarray, bool]:
+    "One random-walk Metropolis step for the cutpoints (theta[0] = 0 fixed, log gaps moved), on the marginal likelihood."
+    def logpost(th):
+        lo, hi = _class_bounds(th, yc, yhat)
+        return float(np.log(np.maximum(_interval_mass(lo, hi), 1e-300)).sum()) + float(np.log(np.diff(th)).sum())
+    g = np.log(np.diff(theta))
+    prop = np.concatenate([[0.0], np.cumsum(np.exp(g + step * rng.standard_normal(len(g))))])
+    ok = bool(np.log(rng.random()) < logpost(prop) - logpost(theta)) if len(g) else False
+    return (prop if ok else theta), ok
+
+# %% ../nbs/11_factorization_machines.ipynb #c0d58134
 @dataclass
 class FMPosterior:
     "Thinned posterior samples of a Bayesian FM over block-structured features; predictions are posterior means."
@@ -299,6 +323,11 @@ class FMPosterior:
     config: dict = field(default_factory=dict)
     val_prediction: np.ndarray | None = field(default=None, repr=False)   # posterior mean at `val`, all post-burn-in sweeps
     state: dict = field(default_factory=dict, repr=False)                 # the last sweep in float64 (w0, w, V, alpha)
+    cutpoints: np.ndarray | None = None                                   # samples x (classes - 1), ordered probit only
+    val_proba: np.ndarray | None = field(default=None, repr=False)        # probit: posterior class probabilities at `val`
+
+    @property
+    def likelihood(self) -> str: return 'normal' if self.cutpoints is None else 'probit'
 
     @property
     def n_kept(self) -> int: return len(self.w0)
@@ -311,12 +340,19 @@ class FMPosterior:
         return _Query(blocks, [int(o) for o in offs])
 
     def predict_samples(self, blocks) -> np.ndarray:
-        "Predictions of every kept sample (samples x queries)."
+        "The FM's output (the latent mean, for probit) under every kept sample (samples x queries)."
         Q = self._query(blocks)
         return np.stack([Q.predict(self.w0[s], self.w[s], self.V[s]) for s in range(self.n_kept)]) if Q.n else np.zeros((self.n_kept, 0))
 
+    def predict_proba(self, blocks) -> np.ndarray:
+        "Ordered probit: posterior class probabilities (queries x classes), the mean over kept samples."
+        if self.cutpoints is None: raise ValueError("predict_proba needs an ordered-probit fit (likelihood='probit')")
+        P = self.predict_samples(blocks)
+        return np.mean([class_probabilities(P[s], self.cutpoints[s]) for s in range(self.n_kept)], axis=0)
+
     def predict(self, blocks) -> np.ndarray:
-        "Posterior-mean prediction (unclipped) for query blocks with the fitted terms."
+        "Posterior mean (unclipped) for query blocks with the fitted terms; for probit the expected class index."
+        if self.cutpoints is not None: return self.predict_proba(blocks) @ np.arange(self.cutpoints.shape[1] + 1)
         return self.predict_samples(blocks).mean(0)
 
 def _n_of(blocks) -> int:
@@ -327,13 +363,15 @@ def _n_of(blocks) -> int:
 # %% ../nbs/11_factorization_machines.ipynb #ae95d079
 def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200, burn_in: int = 50, seed: int = 0,
               val: tuple | None = None, keep: int = 50, linear_only: Sequence[str] = (), init_std: float = 0.1,
-              backend: str = 'numba', val_clip: tuple[float, float] | None = RATING_RANGE,
+              backend: str = 'numba', val_clip: tuple[float, float] | None = RATING_RANGE, likelihood: str = 'normal',
               progress: bool = False) -> FMPosterior:
     """Gibbs sampler of a second-order Bayesian FM (libFM MCMC: Gaussian noise with a Gamma precision, one Normal-Gamma
     hyperprior per term for its linear weights and one per term and factor dimension) over block-structured features.
     A sweep costs O(k (nnz + ratings x blocks)). `val=(blocks, y or None)` is predicted every post-burn-in sweep (its
     running posterior mean is `val_prediction`; `val_clip` only for the history's `val_rmse`), never fitted. Columns no
-    training rating touches stay 0; terms in `linear_only` get no factors."""
+    training rating touches stay 0; terms in `linear_only` get no factors. `likelihood='probit'`: ordered probit on
+    class labels `y` in 0..C-1 (every class present), `alpha` fixed at 1, sampled cutpoints; `val` is then scored as
+    the expected class index and `val_proba` holds the class probabilities."""
     for nm, v, lo in (('k', k, 1), ('n_samples', n_samples, 1), ('keep', keep, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
@@ -343,6 +381,14 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
     y = np.asarray(y, np.float64).ravel()
     if not len(y): raise ValueError("y is empty: no ratings to fit")
     if not np.isfinite(y).all(): raise ValueError(f"y holds {int((~np.isfinite(y)).sum())} NaN/inf values")
+    if likelihood not in ('normal', 'probit'): raise ValueError(f"likelihood must be 'normal' or 'probit', got {likelihood!r}")
+    probit = likelihood == 'probit'
+    if probit:
+        yc = y.astype(np.int64)
+        if (yc != y).any() or yc.min() < 0: raise ValueError("probit: y must be class labels 0, 1, ..., C-1 (integers)")
+        C = int(yc.max()) + 1; freq = np.bincount(yc, minlength=C)
+        if C < 2 or (freq == 0).any():
+            raise ValueError(f"probit: every class 0..{C - 1} needs a training rating; counts {freq.tolist()}")
     blocks = check_blocks(blocks, len(y))
     terms = [t for b in blocks for t in b.terms]; names = [t[0] for t in terms]
     bad = sorted(set(linear_only) - set(names))
@@ -366,49 +412,68 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
         if vy is not None and len(vy) != vq.n: raise ValueError(f"val has {vq.n} rows but {len(vy)} ratings")
     rng = np.random.default_rng(seed)
     w0 = float(y.mean()); w = np.zeros(p)
-    V = np.where(act_v[:, None], rng.normal(0.0, init_std, (p, k)), 0.0)
+    Vt = np.where(act_v[None, :], rng.normal(0.0, init_std, (p, k)).T, 0.0)   # factors, transposed: Vt[f] is contiguous
+    V = Vt.T                                                                    # the (p, k) view
     lam_w, mu_w = np.ones(G), np.zeros(G); lam_v, mu_v = np.ones((G, k)), np.zeros((G, k))
     alpha = 1.0
-    e = y - w0
-    if k: e -= _Query(blocks, [int(o) for o in offs[:-1]]).predict(0.0, w, V)
+    if probit:                                    # cutpoints from the class frequencies, shifted so that theta[0] = 0
+        from scipy.special import ndtri
+        t = ndtri(np.cumsum(freq)[:-1] / N); theta, w0, step, acc_mh = t - t[0], float(-t[0]), 0.05, 0
+    yhat = w0 + _Query(blocks, [int(o) for o in offs[:-1]]).predict(0.0, w, V)
+    if probit: z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat))
+    e = (z if probit else y) - yhat
     thin = max(1, math.ceil((n_samples - burn_in) / keep))
-    kept = dict(w0=[], w=[], V=[], alpha=[])
-    acc, n_acc, rows, spent = (np.zeros(vq.n) if vq is not None else None), 0, [], 0.0
+    kept = dict(w0=[], w=[], V=[], alpha=[], theta=[])
+    acc, n_acc, rows, spent, cpu = (np.zeros((vq.n, C) if probit else vq.n) if vq is not None else None), 0, [], 0.0, 0.0
     from tqdm.auto import tqdm
     bar = tqdm(range(n_samples), desc=f'Bayesian FM k={k}', disable=not progress, leave=False)
     for s in bar:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         z0, zw, zv = rng.standard_normal(), rng.standard_normal(p), rng.standard_normal((k, p))
         prec = alpha * N                                        # w0: flat prior (libFM's default)
         new = alpha * (e.sum() + N * w0) / prec + z0 / math.sqrt(prec)
         e -= new - w0; w0 = new
         for P in preps: eng.linear(P, act_w, grp, w, e, alpha, lam_w, mu_w, zw)
         for f in range(k):
-            qbs = [eng.rowdot(P, V, f) for P in preps]
+            v, lam_f, mu_f = Vt[f], np.ascontiguousarray(lam_v[:, f]), np.ascontiguousarray(mu_v[:, f])
+            qbs = [eng.rowdot(P, v) for P in preps]
             qtot = np.zeros(N)
             for P, qb in zip(preps, qbs): eng.gather_add(qtot, qb, P.ind)
-            for P, qb in zip(preps, qbs): eng.factor(P, act_v, grp, f, V, qb, e, qtot, alpha, lam_v, mu_v, zv[f])
+            for j, (P, qb) in enumerate(zip(preps, qbs)):
+                eng.factor(P, act_v, grp, v, qb, e, qtot, alpha, lam_f, mu_f, zv[f], j == len(preps) - 1)
+        if probit:                                # cutpoints (Metropolis, z integrated out), then the latents
+            yhat = z - e
+            theta, ok = _cutpoint_step(rng, theta, yc, yhat, step); acc_mh += ok
+            if s < burn_in: step *= 1.1 if ok else 0.95
+            z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat)); e = z - yhat
         sse = float(e @ e)
-        alpha = float(rng.gamma((1.0 + N) / 2, 2.0 / (1.0 + sse)))
+        if not probit: alpha = float(rng.gamma((1.0 + N) / 2, 2.0 / (1.0 + sse)))
         lam_w, mu_w = _draw_group_hyper(rng, w, grp, act_w, lam_w, G); lam_w, mu_w = lam_w[:, 0], mu_w[:, 0]
         lam_v, mu_v = _draw_group_hyper(rng, V, grp, act_v, lam_v, G)
         if s >= burn_in and (s - burn_in) % thin == 0:
             kept['w0'].append(w0); kept['w'].append(w.astype(np.float32)); kept['V'].append(V.astype(np.float32))
             kept['alpha'].append(alpha)
-        spent += time.perf_counter() - t0
+            if probit: kept['theta'].append(theta.copy())
+        spent += time.perf_counter() - t0; cpu += time.process_time() - c0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            acc += vq.predict(w0, w, V); n_acc += 1
+            pv = vq.predict(w0, w, V)
+            acc += class_probabilities(pv, theta) if probit else pv; n_acc += 1
             if vy is not None and len(vy):
-                vr = score(acc / n_acc, vy, val_clip)['rmse']; bar.set_postfix(val=f'{vr:.4f}')
-        rows.append((s, spent, math.sqrt(sse / N), 1 / math.sqrt(alpha), w0, vr))
+                mean = (acc / n_acc) @ np.arange(C) if probit else acc / n_acc
+                vr = score(mean, vy, None if probit else val_clip)['rmse']; bar.set_postfix(val=f'{vr:.4f}')
+        rows.append((s, spent, cpu, math.sqrt(sse / N), 1 / math.sqrt(alpha), w0, vr))
     bar.close()
-    hist = pd.DataFrame(rows, columns=['sample', 'seconds', 'train_rmse', 'noise_sd', 'w0', 'val_rmse'])
+    hist = pd.DataFrame(rows, columns=['sample', 'seconds', 'cpu_seconds', 'train_rmse', 'noise_sd', 'w0', 'val_rmse'])
     cfg = dict(k=int(k), n_samples=int(n_samples), burn_in=int(burn_in), seed=seed, thin=thin, backend=backend,
-               linear_only=list(linear_only), p=p, active=int(act_w.sum()), nnz=int(sum(len(P.rval) for P in preps)))
+               linear_only=list(linear_only), p=p, active=int(act_w.sum()), nnz=int(sum(len(P.rval) for P in preps)),
+               likelihood=likelihood)
+    if probit: cfg.update(mh_acceptance=acc_mh / n_samples, mh_step=step)
+    mean = None if acc is None else acc / max(n_acc, 1)
     return FMPosterior(terms, [b.terms for b in blocks], np.array(kept['w0']), np.stack(kept['w']), np.stack(kept['V']),
-                       np.array(kept['alpha']), hist, cfg, None if acc is None else acc / max(n_acc, 1),
-                       dict(w0=w0, w=w, V=V, alpha=alpha))
+                       np.array(kept['alpha']), hist, cfg, mean @ np.arange(C) if probit and mean is not None else mean,
+                       dict(w0=w0, w=w, V=V.copy(), alpha=alpha), np.stack(kept['theta']) if probit else None,
+                       mean if probit else None)
 
 # %% ../nbs/11_factorization_machines.ipynb #f05cee06
 TERMS: dict[str, tuple[str, str | None, str]] = {
@@ -617,14 +682,16 @@ def _features_blocks(self, user: Any, item: Any, day: Any = None) -> list[Block]
 @dataclass
 class BayesFM:
     """A Bayesian FM fitted on ratings: the feature builder (fitted on the training fold) and the posterior samples.
-    `predict(user, item, day=None)` is the unclipped posterior mean. Fallback: an unseen user's (item's) id and implicit
-    columns never occurred in training and stay 0, so such pairs are predicted from the remaining terms (the other
-    side, time, side information); `info_` counts them (`pairs`, `unseen_user`, `unseen_item`, `fallback`)."""
+    `predict(user, item, day=None)` is the unclipped posterior mean (ordered probit: the expected rating over the
+    `levels`). Fallback: an unseen user's (item's) id and implicit columns never occurred in training and stay 0, so
+    such pairs are predicted from the remaining terms (the other side, time, side information); `info_` counts them
+    (`pairs`, `unseen_user`, `unseen_item`, `fallback`)."""
     features: RatingFeatures
     posterior: FMPosterior
     user_count: np.ndarray = field(repr=False)
     item_count: np.ndarray = field(repr=False)
     val_prediction: np.ndarray | None = field(default=None, repr=False)
+    levels: np.ndarray | None = None             # ordered probit: the rating of each class
     info_: dict = field(default_factory=dict)
 
     @property
@@ -638,30 +705,47 @@ class BayesFM:
         u, i = check_pairs(user, item, len(self.user_count), len(self.item_count))
         self.info_ = unseen_info(u, i, self.user_count, self.item_count)[2]
         if not len(u): return np.empty(0)
+        if self.levels is not None: return self.predict_proba(u, i, day) @ self.levels
         return self.posterior.predict(self.features.blocks(u, i, day))
+
+    def predict_proba(self, user: Any, item: Any, day: Any = None) -> np.ndarray:
+        "Ordered probit: posterior probability of each rating level (pairs x levels); rows sum to one."
+        if self.levels is None: raise ValueError("predict_proba needs fit_bayes_fm(..., likelihood='probit')")
+        u, i = check_pairs(user, item, len(self.user_count), len(self.item_count))
+        if not len(u): return np.empty((0, len(self.levels)))
+        return self.posterior.predict_proba(self.features.blocks(u, i, day))
 
 # %% ../nbs/11_factorization_machines.ipynb #e2df3db2
 def fit_bayes_fm(train: Any, features: Any = 'flipped', k: int = 10, n_samples: int = 300, burn_in: int = 50,
                  seed: int = 0, val: Any = None, keep: int = 50, side: dict | None = None, n_bins: int = 30,
-                 init_std: float = 0.1, backend: str = 'numba', progress: bool = True) -> BayesFM:
+                 init_std: float = 0.1, likelihood: str = 'normal', backend: str = 'numba', progress: bool = True) -> BayesFM:
     """Bayesian FM on ratings with a named feature set (`FEATURE_SETS`, e.g. 'flipped', or 'flipped+genres', or a list
     of `TERMS`), all features built from `train` only. `val` (Interactions) is predicted at every post-burn-in sweep
-    (`val_prediction`, unclipped; `history.val_rmse` clipped to the rating scale), never fitted."""
+    (`val_prediction`, unclipped; `history.val_rmse` clipped to the rating scale), never fitted. `likelihood='probit'`:
+    ordered probit over the rating levels seen in training (integers)."""
     feats = features if isinstance(features, RatingFeatures) else RatingFeatures(features, n_bins, side)
     feats.fit(train)
     t = check_triples(train, 'train')
+    y, levels = t.rating, None
+    if likelihood == 'probit':
+        levels = np.unique(t.rating)
+        if (levels != np.round(levels)).any(): raise ValueError("probit: ratings must be whole numbers (ordered levels)")
+        y = np.searchsorted(levels, t.rating).astype(np.float64)
     vb = None
     if val is not None:
         v = check_triples(val, 'val', allow_empty=False)
         if (v.n_users, v.n_items) != (t.n_users, t.n_items):
             raise ValueError(f"val shape {v.n_users}x{v.n_items} differs from train {t.n_users}x{t.n_items}")
-        vb = (feats.blocks(v.user, v.item, getattr(val, 'day', None)), v.rating)
-    post = sample_fm(t.rating, feats.blocks(t.user, t.item, getattr(train, 'day', None)), k=k, n_samples=n_samples,
+        vy = v.rating if levels is None else (np.searchsorted(levels, v.rating).astype(float)
+                                              if np.isin(v.rating, levels).all() else None)
+        vb = (feats.blocks(v.user, v.item, getattr(val, 'day', None)), vy)
+    post = sample_fm(y, feats.blocks(t.user, t.item, getattr(train, 'day', None)), k=k, n_samples=n_samples,
                      burn_in=burn_in, seed=seed, val=vb, keep=keep, linear_only=feats.linear_only, init_std=init_std,
-                     backend=backend, progress=progress)
+                     backend=backend, likelihood=likelihood, progress=progress)
     post.config['features'] = '+'.join(feats.terms)
     uc, ic = seen_counts(train)
-    return BayesFM(feats, post, uc, ic, post.val_prediction)
+    vp = post.val_prediction if levels is None or post.val_proba is None else post.val_proba @ levels
+    return BayesFM(feats, post, uc, ic, vp, levels)
 
 # %% ../nbs/11_factorization_machines.ipynb #ac03f19e
 _ML_GENRES = ('unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama',
