@@ -361,6 +361,16 @@ def _n_of(blocks) -> int:
     return b.X.shape[0] if b.index is None else len(np.asarray(b.index).reshape(-1))
 
 # %% ../nbs/11_factorization_machines.ipynb #ae95d079
+def _one_blas_thread(f):
+    "Run `f` with BLAS limited to one thread: idle OpenBLAS threads spin and steal the cores the serial kernels need."
+    import functools
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api='blas'): return f(*args, **kwargs)
+    return wrapper
+
+@_one_blas_thread
 def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200, burn_in: int = 50, seed: int = 0,
               val: tuple | None = None, keep: int = 50, linear_only: Sequence[str] = (), init_std: float = 0.1,
               backend: str = 'numba', val_clip: tuple[float, float] | None = RATING_RANGE, likelihood: str = 'normal',
@@ -446,7 +456,7 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
             theta, ok = _cutpoint_step(rng, theta, yc, yhat, step); acc_mh += ok
             if s < burn_in: step *= 1.1 if ok else 0.95
             z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat)); e = z - yhat
-        sse = float(e @ e)
+        sse = float((e * e).sum())
         if not probit: alpha = float(rng.gamma((1.0 + N) / 2, 2.0 / (1.0 + sse)))
         lam_w, mu_w = _draw_group_hyper(rng, w, grp, act_w, lam_w, G); lam_w, mu_w = lam_w[:, 0], mu_w[:, 0]
         lam_v, mu_v = _draw_group_hyper(rng, V, grp, act_v, lam_v, G)
