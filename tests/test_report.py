@@ -232,3 +232,9 @@ def test_code_view_ignores_markdown_and_ids():
     assert ca == cb and pa == [1] and pb == [2]
     c = nbformat.v4.new_notebook(cells=[code('x = 2')])
     assert build_report.code_view(nbformat.writes(c))[0] != ca
+
+
+def test_section_notebooks_follow_their_chapter(tmp_path):
+    for n in ('03_mf.ipynb', '03a_autoencoder.ipynb', '04_reg.ipynb', 'index.ipynb', '03ab_no.ipynb', 'x03_no.ipynb'):
+        (tmp_path / n).write_text('{}')
+    assert [p.name for p in build_report.chapter_notebooks(tmp_path)] == ['03_mf.ipynb', '03a_autoencoder.ipynb', '04_reg.ipynb']

@@ -170,8 +170,9 @@ def read_settings(root: Path = ROOT) -> dict:
 
 
 def chapter_notebooks(nbs: Path, only: list[str] | None = None) -> list[Path]:
-    """Numbered notebooks `NN_*.ipynb` in order (optionally only those whose name contains one of `only`)."""
-    nbs_ = sorted(p for p in nbs.glob('[0-9][0-9]*.ipynb') if re.match(r'^\d\d[_-]', p.name))
+    """Numbered notebooks `NN_*.ipynb` in order, with section notebooks `NNa_*.ipynb` after chapter NN (optionally
+    only those whose name contains one of `only`)."""
+    nbs_ = sorted(p for p in nbs.glob('[0-9][0-9]*.ipynb') if re.match(r'^\d\d[a-z]?[_-]', p.name))
     if only:
         nbs_ = [p for p in nbs_ if any(o in p.name for o in only)]
     return nbs_
