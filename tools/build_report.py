@@ -418,10 +418,16 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
         args = (code, path.name, str(path.parent.resolve()), deps, timeout, str(build), positions)
         hit = cached_execute.check_call_in_cache(*args) and not force
         plan.append((path, src, args, hit))
-    todo_s = lambda k: sum(last.get(p.stem, budget_of(budgets, p.stem) or 60.0) for p, _, _, h in plan[k:] if not h)
+    def left(k: int) -> str:
+        "Estimate for the chapters still to execute: last build's time, else the budget; says what is unknown."
+        guess = [last.get(p.stem, budget_of(budgets, p.stem)) for p, _, _, h in plan[k:] if not h]
+        known = [g for g in guess if g is not None]
+        if not known: return 'no earlier timings'
+        s = f'about {_mmss(sum(known))} left'
+        return s + (f' + {len(guess) - len(known)} chapters without timings' if len(known) < len(guess) else '')
     n_run = sum(not h for *_, h in plan)
     log(f'notebooks: {len(plan)} ({len(plan) - n_run} cached, {n_run} to execute'
-        + (f', about {_mmss(todo_s(0))} by the last build\'s timings' if n_run else '') + ')')
+        + (f'; {left(0)} by the last build\'s timings and the budgets' if n_run else '') + ')')
     for k, (path, src, args, hit) in enumerate(plan, 1):
         t0 = time.monotonic()
         if not hit:
@@ -429,7 +435,7 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
             prev = last.get(path.stem)
             log(f'[{k}/{len(plan)}] {path.name}: executing (elapsed {_mmss(time.monotonic() - total)}, '
                 f'last build {"-" if prev is None else _mmss(prev)}, budget {"-" if b is None else _mmss(b)}, '
-                f'about {_mmss(todo_s(k - 1))} left) ...')
+                f'{left(k - 1)}) ...')
         if force:
             res = cached_execute.call(*args)  # re-executes and refreshes the cache
             res = res[0] if isinstance(res, tuple) else res
