@@ -647,3 +647,14 @@ def test_cached_read_records_the_folder_asked_for(tmp_path, monkeypatch):
     assert read_course_files(b).info['folder'] == str(b)
     assert read_course_files(a).info['folder'] == str(a)
     assert len(list((tmp_path / 'cache' / 'calls').rglob('meta.json'))) == 1
+
+
+def test_forced_titles_encoding_reads_a_line_the_rule_refuses(tmp_path, monkeypatch):
+    "A latin-1 title whose bytes happen to be valid UTF-8 ('Ã©'): refused by the automatic rule, read when forced."
+    monkeypatch.setenv('THU_BDML_CACHE', str(tmp_path / 'cache'))
+    d = course_folder(tmp_path / 'c')
+    (d / 'movie_titles.txt').write_bytes('1,2001,Am\xe9lie\n2,2002,Caf\xc3\xa9 Society\n'.encode('latin-1'))
+    with pytest.raises(DataFormatError, match=r'movie_titles\.txt:2: mixed encodings'):
+        read_course_files(d)
+    data = read_course_files(d, titles_encoding='latin-1')
+    assert data.titles['title'].tolist()[:2] == ['Amélie', 'CafÃ© Society']

@@ -287,9 +287,10 @@ def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataF
 _DIGITS = re.compile(r'[0-9]+')
 _CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f-\x9f]')
 
-def _decode_title_line(b: bytes, enc: str, path: Path, n: int) -> str:
-    "One line of the titles file decoded by the file's encoding, refusing bytes that would garble it."
-    if enc == 'cp1252' and not b.isascii():
+def _decode_title_line(b: bytes, enc: str, path: Path, n: int, strict: bool = True) -> str:
+    """One line of the titles file decoded by the file's encoding, refusing (when the encoding was decided from the
+    bytes: `strict`) bytes that would garble it."""
+    if strict and enc == 'cp1252' and not b.isascii():
         bad = next((x for x in b if x in _CP1252_UNDEFINED), None)
         if bad is not None:
             raise DataFormatError(path, n, f'byte 0x{bad:02X} is undefined in cp1252 (a control character in latin-1); '
@@ -316,7 +317,7 @@ def read_titles(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
     for n, b in enumerate(lines, 1):
         if n == 1 and b.startswith(BOM): b = b[3:]; q['bom'] += 1
         if b.endswith(b'\r'): b = b[:-1]; q['crlf'] += 1
-        line = _decode_title_line(b, enc, path, n)
+        line = _decode_title_line(b, enc, path, n, strict=encoding is None)
         if not line.strip(' \t'):
             q['whitespace_only_lines' if line else 'blank_lines'] += 1; continue
         parts = line.split(',', 2)
@@ -551,11 +552,12 @@ def _split_overlap(folder: Path, train: pd.DataFrame, test: pd.DataFrame, user_i
     return train[~np.isin(ktr, kte, kind=kind)].reset_index(drop=True), test, n
 
 # %% ../nbs/01_data.ipynb #3c0e77f3
-def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str = 'error', on_overlap: str = 'error') -> RatingData:
+def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str = 'error', on_overlap: str = 'error',
+                 titles_encoding: str | None = None) -> RatingData:
     users, q_users = _read_users(folder / 'users.txt')
     train = read_ratings_file(folder / 'netflix_train.txt', on_duplicate)
     test = read_ratings_file(folder / 'netflix_test.txt', on_duplicate)
-    titles = read_titles(folder / 'movie_titles.txt')
+    titles = read_titles(folder / 'movie_titles.txt', titles_encoding)
     user_ids = np.sort(users)
     dropped = {'duplicates': {n: df.attrs['duplicates_dropped'] for n, df in (('netflix_train.txt', train), ('netflix_test.txt', test))},
                'unknown_user': {}, 'overlap': 0}
@@ -603,35 +605,38 @@ def _module_digest() -> str:
     return file_digest(f) if f and Path(f).suffix == '.py' else 'notebook'
 
 def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
-                      on_overlap: str = 'error', cache: bool = True) -> RatingData:
+                      on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
     """Read the four course files from `folder` into a `RatingData` (validated; cached by file content).
 
     Users come from users.txt (sorted ids -> rows); movies are the union of ids in train and test (sorted -> columns).
     Policies (all default to an error naming file and line; every drop is counted in `info['dropped']`):
     `on_duplicate` 'keep_last' for a repeated pair within a file, `on_unknown_user` 'drop' for users missing from
     users.txt, `on_overlap` 'drop_from_test' / 'drop_from_train' for a pair in both train and test.
+    `titles_encoding` forces the titles' encoding (e.g. 'latin-1') instead of deciding it from the bytes.
     Movies or users seen only in the test set are kept and counted in `info['summary']` ('test only')."""
     folder = Path(folder)
     if on_unknown_user not in ('error', 'drop'): raise ValueError(f"on_unknown_user must be 'error' or 'drop', got {on_unknown_user!r}")
     if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
     if on_overlap not in _OVERLAP: raise ValueError(f"on_overlap must be one of {_OVERLAP}, got {on_overlap!r}")
     if (problem := _course_files_problem(folder)): raise FileNotFoundError(problem)
-    if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
+    if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
     # key: the files' content, the options, and the code (`core.cached` adds this module's code; `_module_digest`
     # covers a run from the notebook). An unwritable cache folder only warns (naming THU_BDML_CACHE): the read still runs.
     digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
     try:
-        data = cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap)
+        data = cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap,
+                                                             titles_encoding)
         data.info = {**data.info, 'folder': str(folder)}   # the folder asked for, not the one that filled the cache
         return data
     except OSError as e:
         warnings.warn(f"cache folder {cache_dir()} cannot be used ({type(e).__name__}: {e}); reading {folder} without the cache. "
                       f"Set {ENV_CACHE} to a writable folder to cache reads.", CacheWarning, stacklevel=2)
-    return _read_course(folder, on_duplicate, on_unknown_user, on_overlap)
+    return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
 
-def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error') -> RatingData:
+def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error',
+                       titles_encoding: str | None = None) -> RatingData:
     "Cached reader: `digests` (content of the files and of this module) enters the cache key only."
-    return _read_course(Path(folder), on_duplicate, on_unknown_user, on_overlap)
+    return _read_course(Path(folder), on_duplicate, on_unknown_user, on_overlap, titles_encoding)
 
 # %% ../nbs/01_data.ipynb #b708f64a
 @dataclass
@@ -959,7 +964,7 @@ def load_course_data(folder: str | Path | None = None, scale: str = 'full', seed
     """The assignment's data. Real course files when present (`folder`, default `data/netflix/`); otherwise
     Netflix-shaped generated files, made on first use in `data/netflix_generated/` (`scale='small'`: a small
     version in `data/netflix_generated_small/`, for tests). `RatingData.source` says which was used.
-    `policies` (`on_duplicate`, `on_unknown_user`, `on_overlap`) go to `read_course_files`."""
+    `policies` (`on_duplicate`, `on_unknown_user`, `on_overlap`, `titles_encoding`) go to `read_course_files`."""
     if scale not in ('full', 'small'): raise ValueError(f"scale must be 'full' or 'small', got {scale!r}")
     if folder is None and scale == 'full' and _real_files_present(course_dir()):
         folder = course_dir()
