@@ -100,6 +100,10 @@ SPECS = [
     Spec('SVDModel(baseline, hard-impute)', _svd, (0.4, 0.58)),
     Spec('LogisticPropensity', _propensity, None),
     Spec('MatrixFactorization (coursework)', _coursework, (0.4, 0.6)),
+    Spec('MFModel(als, biased, every third user folded in)',
+         lambda tr: __import__('thu_big_data_ml.foldin', fromlist=['_']).fit_then_fold_in(
+             tr, np.arange(0, tr.n_users, 3), k=4, lam=1.0, method='als', biased=True, max_iter=30), (0.4, 0.6),
+         both_unseen=lambda m, tr: m.mu),            # mu: the mean of the ratings fitted before the fold-in
 ]
 IDS = [s.name for s in SPECS]
 

@@ -13,7 +13,7 @@ import numpy as np
 from .metrics import check_triples
 
 # %% auto #0
-__all__ = ['ridge_rows', 'fold_in', 'factor_basis']
+__all__ = ['ridge_rows', 'fold_in', 'factor_basis', 'fit_then_fold_in']
 
 # %% ../nbs/07b_foldin.ipynb #c1b776ee
 def ridge_rows(B: np.ndarray, cols: np.ndarray, rows: np.ndarray, target: np.ndarray, n_rows: int, lam: float,
@@ -92,3 +92,17 @@ def factor_basis(F: np.ndarray, r: int, center: bool = False) -> np.ndarray:
         raise ValueError(f'r must be an integer in [1, {F.shape[1]}], got {r!r}')
     if center: F = F - F.mean(0)
     return np.linalg.svd(F, full_matrices=False)[2][:r].T
+
+# %% ../nbs/07b_foldin.ipynb #35fcc51a
+def fit_then_fold_in(train: Any, new: Any, side: str = 'user', **fit_kw):
+    """`mf.fit_mf` on the ratings of `train` whose user (`side='user'`) or item is not in `new`, in the full index
+    space (the new rows are unseen there), then `fold_in` of the new rows' ratings: the cold-start model."""
+    from thu_big_data_ml.metrics import check_index
+    from thu_big_data_ml.mf import fit_mf
+    if side not in ('user', 'item'): raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+    t = check_triples(train, 'train')
+    new = check_index(new, t.n_users if side == 'user' else t.n_items, f'new {side}')
+    m = np.isin(t.user if side == 'user' else t.item, new)
+    part = lambda w: (t.user[w], t.item[w], t.rating[w], t.n_users, t.n_items)
+    base = fit_mf(part(~m), **{'progress': False, **fit_kw})
+    return fold_in(base, part(m), side=side) if m.any() else base
