@@ -214,3 +214,58 @@ def test_fold_in_protocol_and_bad_arguments(low_rank):
         fold_in(object(), new_tr)
     with pytest.raises(ValueError, match='r must be'):
         factor_basis(base.V, 0)
+
+
+# ---------------------------------------------------------------- UMAP, kernel PCA, kernel MDS maps
+
+def _blobs(seed=0, n=40):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(size=(n, 6)), rng.normal(size=(n, 6)) + 5])
+
+
+def test_kernel_pca_and_kernel_mds_shapes_determinism_and_classical_equals_pca():
+    from scipy.spatial.distance import cdist
+    from thu_big_data_ml.latent import embedding_quality, reduce_2d
+    x = _blobs()
+    d = cdist(x, x)
+    for method, arg, kw in (('kpca', x, {}), ('kmds', d, {'precomputed': True}),
+                            ('kmds', d, {'precomputed': True, 'kernel': 'rbf'}), ('kmds', x, {})):
+        y = reduce_2d(arg, method, seed=0, **kw)
+        assert y.shape == (80, 2) and np.isfinite(y).all()
+        np.testing.assert_array_equal(y, reduce_2d(arg, method, seed=0, **kw))           # deterministic
+        assert embedding_quality(d, y, n_neighbors=5)['trustworthiness'] > 0.7
+    # classical kernel MDS of Euclidean distances = PCA of the points, up to the sign of each axis
+    y_k, y_p = reduce_2d(d, 'kmds', precomputed=True), reduce_2d(x, 'pca')
+    np.testing.assert_allclose(np.abs(y_k), np.abs(y_p), atol=1e-8)
+
+
+def test_umap_shape_and_determinism_with_a_seed():
+    from scipy.spatial.distance import cdist
+    from thu_big_data_ml.latent import embedding_quality, reduce_2d
+    x = _blobs(1)
+    a, b = reduce_2d(x, 'umap', seed=0), reduce_2d(x, 'umap', seed=0)
+    assert a.shape == (80, 2) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)                                                  # same seed, same map
+    assert not np.allclose(a, reduce_2d(x, 'umap', seed=1))                              # another seed, another map
+    d = cdist(x, x)
+    p = reduce_2d(d, 'umap', precomputed=True, seed=0)
+    assert p.shape == (80, 2) and embedding_quality(d, p, n_neighbors=5)['trustworthiness'] > 0.8
+
+
+def test_reduce_2d_new_methods_bad_arguments():
+    from thu_big_data_ml.latent import reduce_2d
+    x = _blobs(2, n=10)
+    with pytest.raises(ValueError, match='method must be one of'):
+        reduce_2d(x, 'isomap')
+    with pytest.raises(ValueError, match='cannot use precomputed'):
+        reduce_2d(x, 'kpca', precomputed=True)
+    with pytest.raises(ValueError, match='square'):
+        reduce_2d(x, 'kmds', precomputed=True)
+    with pytest.raises(ValueError, match='symmetric'):
+        reduce_2d(np.triu(np.ones((5, 5)), 1), 'umap', precomputed=True)
+    with pytest.raises(ValueError, match='non-negative'):
+        reduce_2d(-np.ones((4, 4)) + np.eye(4), 'kmds', precomputed=True)
+    with pytest.raises(ValueError, match="kernel must be"):
+        reduce_2d(x, 'kmds', kernel='poly')
+    with pytest.raises(ValueError, match='at least 3 points'):
+        reduce_2d(x[:2], 'umap')
