@@ -269,3 +269,61 @@ def test_reduce_2d_new_methods_bad_arguments():
         reduce_2d(x, 'kmds', kernel='poly')
     with pytest.raises(ValueError, match='at least 3 points'):
         reduce_2d(x[:2], 'umap')
+
+
+# ---------------------------------------------------------------- latent-space hyperparameter search
+
+from thu_big_data_ml.latent_hpo import Param, nelder_mead_search, random_search, to_config
+
+TOY_SPACE = [Param(f'x{j}', 0, 1) for j in range(5)]
+def _toy(c): return (c['x0'] + c['x1'] - 1) ** 2 + 0.01 * sum((c[f'x{j}'] - 0.5) ** 2 for j in range(2, 5))
+
+
+def test_param_mapping_and_config():
+    p = Param('k', 2, 64, log=True, integer=True)
+    assert p.value(0) == 2 and p.value(1) == 64 and p.value(0.5) == 11 and p.value(7) == 64   # clipped
+    assert Param('lam', 0.01, 100, log=True).value(0.5) == pytest.approx(1.0)
+    assert to_config([p, Param('a', -1, 1)], [0, 0.75]) == {'k': 2, 'a': 0.5}
+    with pytest.raises(ValueError, match='low < high'):
+        Param('x', 1, 1)
+    with pytest.raises(ValueError, match='low > 0'):
+        Param('x', 0, 1, log=True)
+    with pytest.raises(ValueError, match='coordinates'):
+        to_config([p], [0.1, 0.2])
+
+
+@pytest.mark.parametrize('latent_dim', [None, 1, 2])
+def test_searches_spend_exactly_the_budget_share_the_design_and_are_deterministic(latent_dim):
+    calls = []
+    def f(c): calls.append(c); return _toy(c)
+    nm = nelder_mead_search(f, TOY_SPACE, 15, seed=3, n_init=6, latent_dim=latent_dim)
+    assert len(nm) == 15 == len(calls)                                                 # one fit per row, no more
+    assert (nm['best so far'].diff().dropna() <= 0).all()
+    rs = random_search(_toy, TOY_SPACE, 15, seed=3, n_init=6)
+    cols = [p.name for p in TOY_SPACE]
+    np.testing.assert_array_equal(nm[cols].iloc[:6].to_numpy(), rs[cols].iloc[:6].to_numpy())   # shared design
+    pd_again = nelder_mead_search(_toy, TOY_SPACE, 15, seed=3, n_init=6, latent_dim=latent_dim)
+    np.testing.assert_array_equal(nm[cols].to_numpy(), pd_again[cols].to_numpy())    # same seed, same search
+    assert np.all((nm[cols].to_numpy() >= 0) & (nm[cols].to_numpy() <= 1))
+
+
+def test_latent_search_beats_random_search_when_one_direction_matters():
+    lat = [nelder_mead_search(_toy, TOY_SPACE, 25, seed=s, n_init=8, latent_dim=2).value.min() for s in range(8)]
+    rnd = [random_search(_toy, TOY_SPACE, 25, seed=s, n_init=8).value.min() for s in range(8)]
+    assert np.median(lat) < np.median(rnd) and sum(a <= b for a, b in zip(lat, rnd)) >= 6
+
+
+def test_search_failed_fits_and_bad_arguments():
+    nan_every_other = lambda c: np.nan if c['x0'] < 0.5 else _toy(c)
+    df = nelder_mead_search(nan_every_other, TOY_SPACE, 10, seed=0, n_init=4)
+    assert len(df) == 10 and np.isfinite(df.value.min())                               # a failed fit is +inf, not chosen
+    with pytest.raises(ValueError, match='budget'):
+        random_search(_toy, TOY_SPACE, 0)
+    with pytest.raises(ValueError, match='n_init'):
+        nelder_mead_search(_toy, TOY_SPACE, 5, n_init=6)
+    with pytest.raises(ValueError, match='latent_dim'):
+        nelder_mead_search(_toy, TOY_SPACE, 10, n_init=4, latent_dim=6)
+    with pytest.raises(ValueError, match='top'):
+        nelder_mead_search(_toy, TOY_SPACE, 10, n_init=4, top=0)
+    with pytest.raises(ValueError, match='at least one'):
+        random_search(_toy, [], 5)
