@@ -104,6 +104,8 @@ SPECS = [
          lambda tr: __import__('thu_big_data_ml.foldin', fromlist=['_']).fit_then_fold_in(
              tr, np.arange(0, tr.n_users, 3), k=4, lam=1.0, method='als', biased=True, max_iter=30), (0.4, 0.6),
          both_unseen=lambda m, tr: m.mu),            # mu: the mean of the ratings fitted before the fold-in
+    Spec('AutoRecModel', lambda tr: __import__('thu_big_data_ml.autorec', fromlist=['fit_autorec']).fit_autorec(
+         tr, hidden=16, lam=10.0, lr=1e-2, max_epochs=150, batch_size=None, progress=False), (0.45, 0.62)),
 ]
 IDS = [s.name for s in SPECS]
 
