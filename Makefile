@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise help system-deps
+.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp help system-deps
 
 all: report
 
@@ -19,6 +19,7 @@ help:
 	@echo "make report-quick - the same report with #| slow cells skipped (small data; labelled QUICK PREVIEW)"
 	@echo "make bench    - run the benchmarks in bench/"
 	@echo "make bench-surprise - MovieLens MF vs Surprise SVD/SVD++ on the shared folds (Surprise in a throwaway venv)"
+	@echo "make bench-obp - our off-policy estimators vs obp on the Open Bandit Dataset (obp in a throwaway venv); refreshes tests/fixtures/obp_ope.json"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 	@echo "make clean-cache - remove the cached fits and reads (what the library cached, nothing else)"
 
@@ -65,6 +66,14 @@ bench-surprise: install data
 	  $(SURPRISE_PY) -m venv --clear $(SURPRISE_VENV) && \
 	  $(SURPRISE_VENV)/bin/pip install -q numpy pandas scikit-surprise; }
 	SURPRISE_PYTHON=$(SURPRISE_VENV)/bin/python $(BIN)/python bench/bench_surprise.py $(BENCH_SURPRISE_ARGS)
+
+# obp lives in a throwaway venv outside the repo (its loader needs pandas < 2), never in the project's dependencies.
+OBP_VENV ?= /tmp/obp-venv
+bench-obp: install
+	@$(OBP_VENV)/bin/python -c "import obp" 2>/dev/null || { \
+	  $(SURPRISE_PY) -m venv --clear $(OBP_VENV) && \
+	  $(OBP_VENV)/bin/pip install -q torch==2.13.0 obp==0.4.1 'pandas<2' 'numpy<2'; }
+	OBP_PYTHON=$(OBP_VENV)/bin/python $(BIN)/python bench/bench_obp.py
 
 clean:
 	rm -rf _site _docs _report
