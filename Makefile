@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp help system-deps
+.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm help system-deps
 
 all: report
 
@@ -19,6 +19,7 @@ help:
 	@echo "make report-quick - the same report with #| slow cells skipped (small data; labelled QUICK PREVIEW)"
 	@echo "make bench    - run the benchmarks in bench/"
 	@echo "make bench-surprise - MovieLens MF vs Surprise SVD/SVD++ on the shared folds (Surprise in a throwaway venv)"
+	@echo "make bench-fm - the Bayesian FM sampler on the shared MovieLens folds (RMSE, ms per sweep, peak memory)"
 	@echo "make bench-obp - our off-policy estimators vs obp on the Open Bandit Dataset (obp in a throwaway venv); refreshes tests/fixtures/obp_ope.json"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 	@echo "make clean-cache - remove the cached fits and reads (what the library cached, nothing else)"
@@ -66,6 +67,10 @@ bench-surprise: install data
 	  $(SURPRISE_PY) -m venv --clear $(SURPRISE_VENV) && \
 	  $(SURPRISE_VENV)/bin/pip install -q numpy pandas scikit-surprise; }
 	SURPRISE_PYTHON=$(SURPRISE_VENV)/bin/python $(BIN)/python bench/bench_surprise.py $(BENCH_SURPRISE_ARGS)
+
+BENCH_FM_ARGS ?= --data 100k --folds 0 1 2 3 4
+bench-fm: install data
+	$(BIN)/python bench/bench_fm.py $(BENCH_FM_ARGS)
 
 # obp lives in a throwaway venv outside the repo (its loader needs pandas < 2), never in the project's dependencies.
 OBP_VENV ?= /tmp/obp-venv

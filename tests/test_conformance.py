@@ -74,6 +74,12 @@ def _propensity(tr):
     fu, fi = interaction_features(tr.user, tr.item, tr.rating, tr.n_users, tr.n_items)
     return fit_logistic_propensity(tr.user, tr.item, fu, fi, seed=0)
 
+def _fm(features):
+    def fit(tr):
+        from thu_big_data_ml.fm import fit_bayes_fm
+        return fit_bayes_fm(tr, features=features, k=4, n_samples=60, burn_in=20, keep=20, progress=False)
+    return fit
+
 def _coursework(tr):
     from thu_big_data_ml.big_data_analytics.matrix_decomposition import train_matrix_factorization
     model, _ = train_matrix_factorization(tr.dense(), None, k=4, lmd=0.5, lr=0.05, max_epochs=300,
@@ -100,6 +106,8 @@ SPECS = [
     Spec('SVDModel(baseline, hard-impute)', _svd, (0.4, 0.58)),
     Spec('LogisticPropensity', _propensity, None),
     Spec('MatrixFactorization (coursework)', _coursework, (0.4, 0.6)),
+    Spec('BayesFM(mf)', _fm('mf'), (0.4, 0.6), both_unseen=lambda m, tr: float(m.posterior.w0.mean())),  # w0's posterior
+    Spec('BayesFM(svd++)', _fm('svd++'), (0.4, 0.6), both_unseen=lambda m, tr: float(m.posterior.w0.mean())),
     Spec('MFModel(als, biased, every third user folded in)',
          lambda tr: __import__('thu_big_data_ml.foldin', fromlist=['_']).fit_then_fold_in(
              tr, np.arange(0, tr.n_users, 3), k=4, lam=1.0, method='als', biased=True, max_iter=30), (0.4, 0.6),
