@@ -69,7 +69,7 @@ bench-surprise: install data
 	SURPRISE_PYTHON=$(SURPRISE_VENV)/bin/python $(BIN)/python bench/bench_surprise.py $(BENCH_SURPRISE_ARGS)
 
 BENCH_FM_ARGS ?= --data 100k --folds 0 1 2 3 4
-bench-fm: install data
+bench-fm: install
 	$(BIN)/python bench/bench_fm.py $(BENCH_FM_ARGS)
 
 # obp lives in a throwaway venv outside the repo (its loader needs pandas < 2), never in the project's dependencies.
