@@ -181,3 +181,16 @@ def test_paired_tests_against_scipy():
     assert r['cohen_dz'] == pytest.approx(d.mean() / d.std(ddof=1))
     with pytest.raises(ValueError): paired_tests(a, b[:3])
     with pytest.raises(ValueError): paired_tests([1.0], [2.0])
+
+
+def test_both_fold_apis_give_the_same_inner_splits():
+    "SparseKFold's training part is exactly data.subset(kfold_splits(...)[j][0]): inner hold-outs agree (chapter 10)."
+    from thu_big_data_ml.data import holdout_split
+    d = toy()
+    f = SparseKFold(d, k=3, seed=1)
+    for j, (tr_idx, te_idx) in enumerate(kfold_splits(len(d), 3, 1)):
+        tr, te = f.get_fold(j)
+        ref = d.subset(tr_idx)
+        assert np.array_equal(tr.user, ref.user) and np.array_equal(tr.item, ref.item) and np.array_equal(tr.rating, ref.rating)
+        a, b = holdout_split(len(tr), 0.1, seed=j), holdout_split(len(ref), 0.1, seed=j)
+        assert all(np.array_equal(tr.subset(x).rating, ref.subset(y).rating) for x, y in zip(a, b))

@@ -38,13 +38,15 @@ def concat_interactions(parts: list[Interactions]) -> Interactions:
 
 class SparseKFold:
     """k-fold CV over ratings (the book's `jax_df_Kfold`): `k` disjoint sparse pieces from `kfold_splits(n, k, seed)`;
-    `get_fold(j)` returns `(train, test)` with train = concatenation of the other pieces."""
+    `get_fold(j)` returns `(train, test)` exactly as `data.subset` of `kfold_splits(n, k, seed)[j]` (the other pieces
+    in position order), so an inner `holdout_split` of a fold's training part is the same whichever fold API made it."""
     def __init__(self, data: Interactions, k: int = 5, seed: int = 0):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
             raise ValueError(f'k must be an integer >= 2 (number of folds), got {k!r}')
         if not hasattr(data, 'subset'): raise TypeError('data must be an Interactions')
         self.data, self.k, self.seed = data, int(k), seed
-        self.piece_idx = [val for _, val in kfold_splits(len(data), self.k, seed)]
+        self.splits = kfold_splits(len(data), self.k, seed)
+        self.piece_idx = [val for _, val in self.splits]
         self.pieces = [data.subset(idx) for idx in self.piece_idx]
 
     def __len__(self) -> int: return self.k
@@ -52,11 +54,12 @@ class SparseKFold:
     def get_fold(self, j: int) -> tuple[Interactions, Interactions]:
         "(train, test) of fold `j`."
         if not 0 <= j < self.k: raise IndexError(f'fold index must be in [0, {self.k}), got {j}')
-        return concat_interactions([p for i, p in enumerate(self.pieces) if i != j]), self.pieces[j]
+        return self.data.subset(self.splits[j][0]), self.pieces[j]
 
     def train_idx(self, j: int) -> np.ndarray:
-        "Positions (in `data`) of fold `j`'s training ratings, in concatenation order."
-        return np.concatenate([p for i, p in enumerate(self.piece_idx) if i != j])
+        "Positions (in `data`) of fold `j`'s training ratings, sorted (the order `get_fold` uses)."
+        if not 0 <= j < self.k: raise IndexError(f'fold index must be in [0, {self.k}), got {j}')
+        return self.splits[j][0]
 
     def __iter__(self) -> Iterator[tuple[Interactions, Interactions]]:
         return (self.get_fold(j) for j in range(self.k))
