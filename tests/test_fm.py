@@ -243,3 +243,42 @@ def test_ordered_probit_fits_and_bad_inputs(data):
     with pytest.raises(ValueError, match='ordered-probit'):
         fit_bayes_fm(data, 'mf', n_samples=2, burn_in=0, progress=False).posterior.predict_proba(
             RatingFeatures('mf').fit(data).blocks([0], [0]))
+
+
+def test_probit_kernels_equal_numpy_functions_bit_for_bit():
+    from thu_big_data_ml import fm
+    r = np.random.default_rng(4)
+    theta = np.array([0.0, 0.7, 1.5, 2.9]); t = np.concatenate([[-np.inf], theta, [np.inf]])
+    yc = r.integers(0, 5, 3000); yhat = np.concatenate([r.normal(1.5, 3, 2990), [-40, 40, -9, 9, 0, 0.7, 1.5, 2.9, 60, -60]])
+    K = fm._probit_kernels()
+    out = np.empty(len(yc)); K['mass'](t, yc, yhat, out)
+    np.testing.assert_array_equal(out, fm._interval_mass(*fm._class_bounds(theta, yc, yhat)))
+    z, e = np.empty(len(yc)), np.empty(len(yc))
+    K['latent'](t, yc, yhat, np.random.default_rng(9).random(len(yc)), z, e)
+    ref = yhat + fm._truncated_normal(np.random.default_rng(9), *fm._class_bounds(theta, yc, yhat))
+    np.testing.assert_array_equal(z, ref); np.testing.assert_array_equal(e, ref - yhat)
+    acc = np.ones((len(yhat), 5)); K['proba_add'](acc, yhat, t)
+    np.testing.assert_array_equal(acc, 1 + fm.class_probabilities(yhat, theta))
+
+
+def test_compiled_val_prediction_equals_numpy_query(data):
+    from thu_big_data_ml import fm
+    f = RatingFeatures(FULL, n_bins=4).fit(data)
+    blocks = check_blocks(f.blocks(data.user, data.item, data.day), len(data))
+    offs = [int(o) for o in np.cumsum([0] + [b.width for b in blocks])[:-1]]
+    p = sum(b.width for b in blocks); r = np.random.default_rng(1)
+    Q = fm._Query(blocks, offs)
+    w, V = r.normal(size=p), r.normal(size=(p, 3))
+    np.testing.assert_allclose(Q.predict_compiled(0.3, w, V), Q.predict(0.3, w, V), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('backend', ['numba', 'numpy'])
+def test_cached_row_sums_give_the_recomputed_chain(data, monkeypatch, backend):
+    "Per-row factor sums kept between sweeps (refreshed every _REFRESH sweeps) = recomputed every sweep, up to rounding."
+    from thu_big_data_ml import fm
+    kw = dict(k=3, n_samples=12, burn_in=2, seed=7, val=data, n_bins=4, backend=backend, progress=False)
+    monkeypatch.setattr(fm, '_REFRESH', 1); a = fit_bayes_fm(data, FULL, **kw)
+    monkeypatch.setattr(fm, '_REFRESH', 10 ** 9); b = fit_bayes_fm(data, FULL, **kw)
+    np.testing.assert_allclose(a.history.train_rmse, b.history.train_rmse, rtol=1e-9)
+    np.testing.assert_allclose(a.posterior.state['V'], b.posterior.state['V'], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(a.val_prediction, b.val_prediction, rtol=1e-8)

@@ -216,7 +216,21 @@ def _kernels() -> dict:
             e[n] -= R[b, 3] + dq * (qtot[n] - R[b, 7])
             if not last: qtot[n] += dq
 
-    _KERNELS = dict(linear=linear, rowdot=rowdot, gather_add=gather_add, factor=factor)
+    @jit
+    def query(w0, L, Q, S, inv):
+        "FM output of n queries from per-row block sums (rows of all blocks stacked; inv[b, n] = row of query n in block b)."
+        nb, n = inv.shape; k = Q.shape[1]; out = np.empty(n)
+        for t in range(n):
+            lin = w0; s2 = 0.0; qq = 0.0
+            for b in range(nb): r = inv[b, t]; lin += L[r]; s2 += S[r]
+            for f in range(k):
+                q = 0.0
+                for b in range(nb): q += Q[inv[b, t], f]
+                qq += q * q
+            out[t] = lin + 0.5 * (qq - s2)
+        return out
+
+    _KERNELS = dict(linear=linear, rowdot=rowdot, gather_add=gather_add, factor=factor, query=query)
     return _KERNELS
 
 class _Engine:
@@ -241,6 +255,31 @@ class _Engine:
         if self.K is None: return _factor_reference(P, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last)
         self.K['factor'](P.cptr, P.crow, P.cval, P.ind, P.m, P.off, act, grp, v, qb, e, qtot, alpha, lam, mu, z, last)
 
+    # ordered probit: the NumPy functions, or the same arithmetic in one compiled loop per step (no temporaries)
+    def latent(self, rng, theta, yc, yhat):
+        "Draw the latents z (truncated normals around yhat in each rating's class); returns (z, e = z - yhat)."
+        if self.K is None:
+            z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat)); return z, z - yhat
+        u = rng.random(len(yc)); z, e = np.empty(len(yc)), np.empty(len(yc))
+        _probit_kernels()['latent'](np.concatenate([[-np.inf], theta, [np.inf]]), yc, yhat, u, z, e)
+        return z, e
+
+    def cutpoint_step(self, rng, theta, yc, yhat, step):
+        if self.K is None: return _cutpoint_step(rng, theta, yc, yhat, step)
+        K, out = _probit_kernels(), np.empty(len(yc))
+        def logpost(th):
+            K['mass'](np.concatenate([[-np.inf], th, [np.inf]]), yc, yhat, out)
+            return float(np.log(np.maximum(out, 1e-300)).sum()) + float(np.log(np.diff(th)).sum())
+        return _cutpoint_step(rng, theta, yc, yhat, step, logpost)
+
+    def proba_add(self, acc, yhat, theta):
+        "acc += the class probabilities of latent means yhat."
+        if self.K is None: acc += class_probabilities(yhat, theta)
+        else: _probit_kernels()['proba_add'](acc, yhat, np.concatenate([[-np.inf], theta, [np.inf]]))
+
+    def query(self, vq, w0, w, V):
+        return vq.predict(w0, w, V) if self.K is None else vq.predict_compiled(w0, w, V)
+
 # %% ../nbs/11_factorization_machines.ipynb #16117341
 def _draw_group_hyper(rng, x, grp, act, lam, G, a0=1.0, b0=1.0, g0=1.0):
     """libFM's per-group Normal-Gamma step for the parameters `x` ((p,) or (p, k)) of the active columns: the group mean
@@ -264,6 +303,17 @@ class _Query:
             Xs = b.X[rows]
             self.parts.append((Xs, Xs.multiply(Xs).tocsr(), inv.astype(np.int64), off, b.width))
         self.n = len(blocks[0].index)
+        starts = np.cumsum([0] + [P[0].shape[0] for P in self.parts])
+        self.inv = np.stack([P[2] + st for P, st in zip(self.parts, starts)])   # row of each query in the stacked rows
+
+    def predict_compiled(self, w0: float, w: np.ndarray, V: np.ndarray) -> np.ndarray:
+        "`predict` with the per-query sums in one compiled loop (no n x k temporaries); equal up to rounding."
+        L, Q, S = [], [], []
+        for Xs, X2, inv, off, p in self.parts:
+            Vb = np.asarray(V[off:off + p], np.float64)
+            L.append(Xs @ np.asarray(w[off:off + p], np.float64)); Q.append(Xs @ Vb); S.append(X2 @ (Vb * Vb).sum(1))
+        return _kernels()['query'](float(w0), np.concatenate(L), np.ascontiguousarray(np.concatenate(Q)),
+                                   np.concatenate(S), self.inv)
 
     def predict(self, w0: float, w: np.ndarray, V: np.ndarray) -> np.ndarray:
         lin = np.full(self.n, float(w0)); q = np.zeros((self.n, V.shape[1])); s = np.zeros(self.n)
@@ -299,15 +349,60 @@ def _truncated_normal(rng, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = ndtri(lo + u * (hi - lo))
     return np.clip(np.where(up, -x, x), a, b)
 
-def _cutpoint_step(rng, theta: np.ndarray, yc: np.ndarray, yhat: np.ndarray, step: float) -> tuple[np.ndarray, bool]:
-    "One random-walk Metropolis step for the cutpoints (theta[0] = 0 fixed, log gaps moved), on the marginal likelihood."
-    def logpost(th):
+def _cutpoint_step(rng, theta: np.ndarray, yc: np.ndarray, yhat: np.ndarray, step: float,
+                   logpost=None) -> tuple[np.ndarray, bool]:
+    """One random-walk Metropolis step for the cutpoints (theta[0] = 0 fixed, log gaps moved), on the marginal likelihood
+    `logpost(theta)` (default: computed here with NumPy)."""
+    def _logpost(th):
         lo, hi = _class_bounds(th, yc, yhat)
         return float(np.log(np.maximum(_interval_mass(lo, hi), 1e-300)).sum()) + float(np.log(np.diff(th)).sum())
+    logpost = logpost or _logpost
     g = np.log(np.diff(theta))
     prop = np.concatenate([[0.0], np.cumsum(np.exp(g + step * rng.standard_normal(len(g))))])
     ok = bool(np.log(rng.random()) < logpost(prop) - logpost(theta)) if len(g) else False
     return (prop if ok else theta), ok
+
+# %% ../nbs/11_factorization_machines.ipynb #b7c41e02
+_PROBIT = None
+
+def _probit_kernels() -> dict:
+    """Compile the ordered-probit kernels on first use. They call scipy's `ndtr`/`ndtri` (`scipy.special.cython_special`),
+    so they give the NumPy functions' numbers bit for bit; not cached on disk (the function addresses change per process)."""
+    global _PROBIT
+    if _PROBIT is not None: return _PROBIT
+    import ctypes
+    from numba import njit
+    from numba.extending import get_cython_function_address as addr
+    f1 = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)
+    ndtr = f1(addr('scipy.special.cython_special', '__pyx_fuse_1ndtr'))     # the double (not complex) version
+    ndtri = f1(addr('scipy.special.cython_special', 'ndtri'))
+
+    @njit
+    def mass(t, yc, yhat, out):          # _interval_mass of the class bounds minus yhat (t: cutpoints with -inf, inf)
+        for n in range(len(yc)):
+            a = t[yc[n]] - yhat[n]; b = t[yc[n] + 1] - yhat[n]
+            out[n] = ndtr(-a) - ndtr(-b) if a > 0 else ndtr(b) - ndtr(a)
+
+    @njit
+    def latent(t, yc, yhat, u, z, e):    # _truncated_normal from the uniforms u; z = yhat + draw, e = z - yhat
+        for n in range(len(yc)):
+            a = t[yc[n]] - yhat[n]; b = t[yc[n] + 1] - yhat[n]
+            if a > 0:
+                lo = ndtr(-b); hi = ndtr(-a); x = -ndtri(lo + u[n] * (hi - lo))
+            else:
+                lo = ndtr(a); hi = ndtr(b); x = ndtri(lo + u[n] * (hi - lo))
+            x = min(max(x, a), b)
+            z[n] = yhat[n] + x; e[n] = z[n] - yhat[n]
+
+    @njit
+    def proba_add(acc, yhat, t):         # acc += class_probabilities(yhat, theta)
+        for n in range(len(yhat)):
+            lo = ndtr(t[0] - yhat[n])
+            for c in range(acc.shape[1]):
+                hi = ndtr(t[c + 1] - yhat[n]); acc[n, c] += hi - lo; lo = hi
+
+    _PROBIT = dict(mass=mass, latent=latent, proba_add=proba_add)
+    return _PROBIT
 
 # %% ../nbs/11_factorization_machines.ipynb #c0d58134
 @dataclass
@@ -361,6 +456,8 @@ def _n_of(blocks) -> int:
     return b.X.shape[0] if b.index is None else len(np.asarray(b.index).reshape(-1))
 
 # %% ../nbs/11_factorization_machines.ipynb #ae95d079
+_REFRESH = 64       # sweeps between fresh computations of the cached per-row factor sums (bounds rounding drift)
+
 def _one_blas_thread(f):
     "Run `f` with BLAS limited to one thread: idle OpenBLAS threads spin and steal the cores the serial kernels need."
     import functools
@@ -430,9 +527,10 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
         from scipy.special import ndtri
         t = ndtri(np.cumsum(freq)[:-1] / N); theta, w0, step, acc_mh = t - t[0], float(-t[0]), 0.05, 0
     yhat = w0 + _Query(blocks, [int(o) for o in offs[:-1]]).predict(0.0, w, V)
-    if probit: z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat))
-    e = (z if probit else y) - yhat
+    if probit: z, e = eng.latent(rng, theta, yc, yhat)
+    else: e = y - yhat
     thin = max(1, math.ceil((n_samples - burn_in) / keep))
+    Qb = [np.zeros((k, len(P.m))) for P in preps]   # per block, dimension and row: sum_l X[row, l] V[l, f]
     kept = dict(w0=[], w=[], V=[], alpha=[], theta=[])
     acc, n_acc, rows, spent, cpu = (np.zeros((vq.n, C) if probit else vq.n) if vq is not None else None), 0, [], 0.0, 0.0
     from tqdm.auto import tqdm
@@ -444,18 +542,20 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
         new = alpha * (e.sum() + N * w0) / prec + z0 / math.sqrt(prec)
         e -= new - w0; w0 = new
         for P in preps: eng.linear(P, act_w, grp, w, e, alpha, lam_w, mu_w, zw)
+        fresh = s % _REFRESH == 0                 # the factor draws keep Qb up to date; recompute it now and then
         for f in range(k):
             v, lam_f, mu_f = Vt[f], np.ascontiguousarray(lam_v[:, f]), np.ascontiguousarray(mu_v[:, f])
-            qbs = [eng.rowdot(P, v) for P in preps]
+            if fresh:
+                for P, Q in zip(preps, Qb): Q[f] = eng.rowdot(P, v)
             qtot = np.zeros(N)
-            for P, qb in zip(preps, qbs): eng.gather_add(qtot, qb, P.ind)
-            for j, (P, qb) in enumerate(zip(preps, qbs)):
-                eng.factor(P, act_v, grp, v, qb, e, qtot, alpha, lam_f, mu_f, zv[f], j == len(preps) - 1)
+            for P, Q in zip(preps, Qb): eng.gather_add(qtot, Q[f], P.ind)
+            for j, (P, Q) in enumerate(zip(preps, Qb)):
+                eng.factor(P, act_v, grp, v, Q[f], e, qtot, alpha, lam_f, mu_f, zv[f], j == len(preps) - 1)
         if probit:                                # cutpoints (Metropolis, z integrated out), then the latents
             yhat = z - e
-            theta, ok = _cutpoint_step(rng, theta, yc, yhat, step); acc_mh += ok
+            theta, ok = eng.cutpoint_step(rng, theta, yc, yhat, step); acc_mh += ok
             if s < burn_in: step *= 1.1 if ok else 0.95
-            z = yhat + _truncated_normal(rng, *_class_bounds(theta, yc, yhat)); e = z - yhat
+            z, e = eng.latent(rng, theta, yc, yhat)
         sse = float((e * e).sum())
         if not probit: alpha = float(rng.gamma((1.0 + N) / 2, 2.0 / (1.0 + sse)))
         lam_w, mu_w = _draw_group_hyper(rng, w, grp, act_w, lam_w, G); lam_w, mu_w = lam_w[:, 0], mu_w[:, 0]
@@ -467,8 +567,10 @@ def sample_fm(y: Any, blocks: Sequence[Block], k: int = 8, n_samples: int = 200,
         spent += time.perf_counter() - t0; cpu += time.process_time() - c0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            pv = vq.predict(w0, w, V)
-            acc += class_probabilities(pv, theta) if probit else pv; n_acc += 1
+            pv = eng.query(vq, w0, w, V)
+            if probit: eng.proba_add(acc, pv, theta)
+            else: acc += pv
+            n_acc += 1
             if vy is not None and len(vy):
                 mean = (acc / n_acc) @ np.arange(C) if probit else acc / n_acc
                 vr = score(mean, vy, None if probit else val_clip)['rmse']; bar.set_postfix(val=f'{vr:.4f}')
