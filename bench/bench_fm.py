@@ -16,7 +16,8 @@ repo, never a project dependency, as bench_surprise.py does with Surprise). Both
 
 Usage: .venv/bin/python bench/bench_fm.py [--data 100k|1m] [--folds 0 1 ...] [--features flipped] [--k 10]
                                           [--sweeps 512] [--burn-in 64] [--likelihood normal|probit] [--myfm PYTHON]
-Writes bench/results/bench_fm_<data>.json.
+Writes bench/results/bench_fm_<data>.json (with `code`: the `code_digest('fm')` it ran, so a reader can tell
+whether the results belong to the current code).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from thu_big_data_ml.core import machine_info                       # noqa: E402
+from thu_big_data_ml.core import code_digest, machine_info          # noqa: E402
 from thu_big_data_ml.data import kfold_splits, load_movielens       # noqa: E402
 from thu_big_data_ml.fm import fit_bayes_fm, movielens_side        # noqa: E402
 from thu_big_data_ml.metrics import score                           # noqa: E402
@@ -130,7 +131,7 @@ def main(argv=None) -> dict:
     mean = float(np.mean([r['rmse'] for r in rows]))
     res = dict(when=time.strftime('%Y-%m-%d %H:%M:%S'), data=a.data, features=a.features, k=k, sweeps=sweeps,
                burn_in=burn, likelihood=a.likelihood, folds=rows, mean_rmse=mean, target=TARGET[a.data],
-               myfm_flipped=MYFM_FLIPPED[a.data], machine=machine_info(),
+               myfm_flipped=MYFM_FLIPPED[a.data], machine=machine_info(), code=code_digest('fm'),
                note='shared machine: wall time depends on the load (loadavg per fold); CPU time is the steadier figure')
     if py:
         res['myfm_mean_rmse'] = float(np.mean([r['myfm']['rmse'] for r in rows]))
