@@ -68,9 +68,13 @@ bench-surprise: install data
 	  $(SURPRISE_VENV)/bin/pip install -q numpy pandas scikit-surprise; }
 	SURPRISE_PYTHON=$(SURPRISE_VENV)/bin/python $(BIN)/python bench/bench_surprise.py $(BENCH_SURPRISE_ARGS)
 
+# myfm 0.4.0 (the newest wheel for Python 3.11) lives in a throwaway venv outside the repo, never a project dependency.
+MYFM_VENV ?= /tmp/myfm-venv
 BENCH_FM_ARGS ?= --data 100k --folds 0 1 2 3 4
 bench-fm: install
-	$(BIN)/python bench/bench_fm.py $(BENCH_FM_ARGS)
+	@$(MYFM_VENV)/bin/python -c "import myfm" 2>/dev/null || { \
+	  $(SURPRISE_PY) -m venv --clear $(MYFM_VENV) && $(MYFM_VENV)/bin/pip install -q myfm==0.4.0; }
+	MYFM_PYTHON=$(MYFM_VENV)/bin/python $(BIN)/python bench/bench_fm.py $(BENCH_FM_ARGS)
 
 # obp lives in a throwaway venv outside the repo (its loader needs pandas < 2), never in the project's dependencies.
 OBP_VENV ?= /tmp/obp-venv
