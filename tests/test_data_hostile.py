@@ -375,7 +375,8 @@ def test_stale_tmp_swept_live_tmp_kept(tmp_path):
 
 
 _SLOW_GEN = """
-import sys, time, thu_big_data_ml.data as D
+import signal, sys, time, thu_big_data_ml.data as D
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal, even if the test runner ignores SIGINT
 orig = D._simulate
 def slow(shape):
     print('tmp ready', flush=True); time.sleep(60); return orig(shape)
