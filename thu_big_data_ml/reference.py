@@ -5,31 +5,37 @@
 # %% ../nbs/01a_reference.ipynb #a5196b8f
 from __future__ import annotations
 
+def _surprise(rmse: float) -> dict:
+    return {'rmse': rmse, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'}
+
+def _students(rmse: float) -> dict:
+    return {'rmse': rmse, 'protocol': 'course test file', 'source': "students' reports on the real subset"}
+
 PUBLISHED: dict[str, dict[str, dict]] = {
     'ml-100k': {
-        'Surprise SVD': {'rmse': 0.934, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise SVD++': {'rmse': 0.919, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNBasic': {'rmse': 0.980, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNWithMeans': {'rmse': 0.951, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNBaseline': {'rmse': 0.931, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
+        'Surprise SVD': _surprise(0.934),
+        'Surprise SVD++': _surprise(0.919),
+        'Surprise KNNBasic': _surprise(0.980),
+        'Surprise KNNWithMeans': _surprise(0.951),
+        'Surprise KNNBaseline': _surprise(0.931),
         'myFM timeSVD++ flipped': {'rmse': 0.8772, 'protocol': "this lab's shared 5-fold split, rank 10, 512 sweeps",
                                    'source': 'measured with myfm 0.4.0 (issue 14), not a paper'},
     },
     'ml-1m': {
-        'Surprise SVD': {'rmse': 0.873, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise SVD++': {'rmse': 0.862, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNBasic': {'rmse': 0.923, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNWithMeans': {'rmse': 0.929, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
-        'Surprise KNNBaseline': {'rmse': 0.895, 'protocol': '5-fold CV', 'source': 'Surprise documentation, benchmark table (v1.1)'},
+        'Surprise SVD': _surprise(0.873),
+        'Surprise SVD++': _surprise(0.862),
+        'Surprise KNNBasic': _surprise(0.923),
+        'Surprise KNNWithMeans': _surprise(0.929),
+        'Surprise KNNBaseline': _surprise(0.895),
         'I-AutoRec': {'rmse': 0.831, 'protocol': 'random 90/10 split', 'source': 'Sedhain et al. 2015, AutoRec, Table 1'},
         'myFM timeSVD++ flipped': {'rmse': 0.8140, 'protocol': "Rendle's 10-fold split, fold 0, rank 32, 512 sweeps",
                                    'source': 'myFM documentation (MovieLens 1M example)'},
     },
     'course': {
-        'global mean': {'rmse': 1.106, 'protocol': 'course test file', 'source': "students' reports on the real subset"},
-        'user mean': {'rmse': 0.988, 'protocol': 'course test file', 'source': "students' reports on the real subset"},
-        'movie mean': {'rmse': 1.028, 'protocol': 'course test file', 'source': "students' reports on the real subset"},
-        'cosine user-CF (handout)': {'rmse': 1.0184, 'protocol': 'course test file', 'source': "students' reports on the real subset"},
+        'global mean': _students(1.106),
+        'user mean': _students(0.988),
+        'movie mean': _students(1.028),
+        'cosine user-CF (handout)': _students(1.0184),
     },
 }
 
