@@ -53,3 +53,11 @@ def make_low_rank(n_users: int = 60, n_items: int = 40, n_train: int = 1500, n_t
 def low_rank() -> SimpleNamespace:
     "60 users x 40 items, 1500 training and 300 test ratings, users 57-59 and items 37-39 without training ratings."
     return make_low_rank()
+
+
+def random_distributions(rng, n, d, sparse_frac=0.3):
+    "n random distributions over d outcomes, with some zeros (as in co-occurrence rows); shared by the latent tests."
+    p = rng.dirichlet(np.full(d, 0.5), size=n)
+    p[rng.random(p.shape) < sparse_frac] = 0
+    p[np.arange(n), rng.integers(0, d, n)] += 1e-3
+    return p / p.sum(1, keepdims=True)

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh, svds
 
 from thu_big_data_ml.latent import *
+from conftest import random_distributions
 
 
 def sparse_psd(n_rows=400, n_cols=150, density=0.04, seed=0):
@@ -94,11 +95,6 @@ def test_recommend_from_eigenvectors_book_example():
 
 # ---------------------------------------------------------------- Hellinger
 
-def random_distributions(rng, n, d, sparse_frac=0.3):
-    p = rng.dirichlet(np.full(d, 0.5), size=n)
-    p[rng.random(p.shape) < sparse_frac] = 0                  # some zeros, as in co-occurrence rows
-    p[np.arange(n), rng.integers(0, d, n)] += 1e-3
-    return p / p.sum(1, keepdims=True)
 
 
 @pytest.mark.parametrize('seed', range(5))

@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 
 from thu_big_data_ml.divergence import *
+from conftest import random_distributions
 
 
-def random_distributions(rng, n, d, zeros=0.3):
-    p = rng.dirichlet(np.full(d, 0.5), size=n)
-    p[rng.random(p.shape) < zeros] = 0
-    p[np.arange(n), rng.integers(0, d, n)] += 1e-3
-    return p / p.sum(1, keepdims=True)
 
 
 # ---------------------------------------------------------------- KL and TV
