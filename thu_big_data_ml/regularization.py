@@ -338,7 +338,8 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
             if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=s, params=params)
             model = snap(params)
             if loss == 'mse':
-                terms['train_rmse'] = rmse(model.score(u, i), r)
+                # unweighted: the observed MSE of the loss terms is already the training MSE (no second pass)
+                terms['train_rmse'] = math.sqrt(terms['omse']) if w is None else rmse(model.score(u, i), r)
                 if val is not None: terms['val_rmse'] = score(model.predict(vu, vi), vr)['rmse']
             elif val is not None:
                 z = model.score(vu, vi).astype(np.float64)
