@@ -159,21 +159,24 @@ def cached(func: Callable | None = None, *, deps: Sequence[str] | None = None, i
     mods = tuple(deps) if deps is not None else ((mod,) if mod.startswith(_package_dir().name + '.') else ())
     name = f"{mod}.{getattr(func, '__qualname__', func.__name__)}".replace('<', '').replace('>', '')
 
-    def entry(*args, **kwargs) -> Path:
-        _, akey = _call_key(func, args, kwargs, ignore)
+    def locate(args: tuple, kwargs: dict) -> tuple[Path, dict, dict]:
+        "The entry folder, the bound arguments and the code digests, computed once per call (before it runs)."
+        bound, akey = _call_key(func, args, kwargs, ignore)
+        code = {m: code_digest(m) for m in mods}
         h = hashlib.blake2b(digest_size=16)
-        for part in (akey.encode(), _source_of(func), *(code_digest(m).encode() for m in mods)): h.update(part + b'\0')
-        return Path(location or cache_dir()).expanduser() / _CACHE_SUBDIR / name / h.hexdigest()
+        for part in (akey.encode(), _source_of(func), *(c.encode() for c in code.values())): h.update(part + b'\0')
+        return Path(location or cache_dir()).expanduser() / _CACHE_SUBDIR / name / h.hexdigest(), bound, code
+
+    def entry(*args, **kwargs) -> Path: return locate(args, kwargs)[0]
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         if not enabled: return func(*args, **kwargs)
-        folder = entry(*args, **kwargs)
+        folder, bound, code = locate(args, kwargs)
         found, result = _read_entry(folder)
         if found: return result
         t0 = time.perf_counter(); result = func(*args, **kwargs); seconds = time.perf_counter() - t0
-        bound, _ = _call_key(func, args, kwargs, ignore)
-        meta = {'function': name, 'deps': list(mods), 'code': {m: code_digest(m) for m in mods},
+        meta = {'function': name, 'deps': list(mods), 'code': code,
                 'arguments': {k: _short(v) for k, v in bound.items()}, 'created': time.strftime('%Y-%m-%d %H:%M:%S'),
                 'seconds': round(seconds, 3)}
         try: _write_entry(folder, result, meta)
