@@ -20,9 +20,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'project_root', 'data_dir', 'cache_dir', 'runs_dir', 'memory', 'file_digest',
-           'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything', 'jax_keys', 'torch_device',
-           'machine_info', 'Timer']
+__all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'ENV_RESULTS', 'ENV_SCALE', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
+           'memory', 'file_digest', 'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything',
+           'jax_keys', 'torch_device', 'machine_info', 'Timer', 'results_dir', 'data_fingerprint', 'write_results',
+           'lookup_results', 'report_scale', 'scale_banner']
 
 # %% ../nbs/00_core.ipynb #8429d492
 ENV_DATA, ENV_CACHE, ENV_RUNS = 'THU_BDML_DATA', 'THU_BDML_CACHE', 'THU_BDML_RUNS'
@@ -250,3 +251,73 @@ class Timer:
     _t0: float = field(default=0.0, repr=False)
     def __enter__(self): self._t0 = time.perf_counter(); return self
     def __exit__(self, *exc): self.seconds = time.perf_counter() - self._t0
+
+# %% ../nbs/00_core.ipynb #5a5e5bb6
+ENV_RESULTS = 'THU_BDML_RESULTS'
+
+def results_dir() -> Path:
+    "Folder for bench results files (`$THU_BDML_RESULTS`, default `<root>/bench/results`). Not created here."
+    return Path(os.environ.get(ENV_RESULTS) or project_root() / 'bench' / 'results').expanduser()
+
+def data_fingerprint(*parts) -> str:
+    "Short digest of the data a result was computed on (arrays, `Interactions`, numbers, strings: joblib's hash)."
+    import joblib
+    return joblib.hash(parts)[:16]
+
+# %% ../nbs/00_core.ipynb #779dba7b
+def _json_default(v):
+    if isinstance(v, np.generic): return v.item()
+    if isinstance(v, np.ndarray): return v.tolist()
+    if hasattr(v, 'to_dict'): return v.to_dict(orient='list') if hasattr(v, 'columns') else v.to_dict()
+    if isinstance(v, Path): return str(v)
+    raise TypeError(f'results payload holds a {type(v).__name__}, which has no JSON form')
+
+def write_results(name: str, payload, *, fingerprint: str, deps: Sequence[str], command: str = '',
+                  folder: str | Path | None = None) -> Path:
+    """Write `<results_dir>/<name>.json`: `payload` (JSON-able: numbers, lists, dicts, arrays, frames as columns) with
+    the data `fingerprint`, the `code_digest` of `deps`, `machine_info()`, the UTC date and the `command` that made it."""
+    import datetime
+    if not re.fullmatch(r'[\w.-]+', name): raise ValueError(f'results name {name!r}: use letters, digits, _ . -')
+    rec = {'name': name, 'fingerprint': fingerprint, 'deps': sorted(deps), 'code': code_digest(*deps),
+           'machine': machine_info(), 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+           'command': command, 'payload': payload}
+    out = Path(folder or results_dir()) / f'{name}.json'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f'.tmp{os.getpid()}')
+    tmp.write_text(json.dumps(rec, indent=1, default=_json_default), encoding='utf-8'); os.replace(tmp, out)
+    return out
+
+# %% ../nbs/00_core.ipynb #7f9897a4
+def lookup_results(name: str, *, fingerprint: str, deps: Sequence[str],
+                   folder: str | Path | None = None) -> tuple[dict | None, str]:
+    """`(record, why)`: the results file's record when it was made on this data (`fingerprint`) with this code (the
+    `code_digest` of `deps`), else `(None, reason)`: missing, unreadable, other data or other code."""
+    p = Path(folder or results_dir()) / f'{name}.json'
+    if not p.exists(): return None, f'no results file {name}.json yet'
+    try: rec = json.loads(p.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: return None, f'{name}.json unreadable ({type(e).__name__})'
+    if rec.get('fingerprint') != fingerprint: return None, f'{name}.json was made on other data'
+    if rec.get('code') != code_digest(*deps) or sorted(rec.get('deps', [])) != sorted(deps):
+        return None, f'{name}.json was made with other code (its modules changed since)'
+    m = rec.get('machine', {})
+    return rec, f"{name}.json from `{rec.get('command') or 'a bench'}` on {rec.get('date', '?')[:10]} ({m.get('cpus', '?')} CPUs)"
+
+# %% ../nbs/00_core.ipynb #57ff0f65
+ENV_SCALE = 'THU_BDML_SCALE'
+
+def report_scale(default: str = 'full') -> str:
+    "The scale a chapter runs at: `$THU_BDML_SCALE` ('small' or 'full') when set, else `default`."
+    s = os.environ.get(ENV_SCALE, '').strip().lower() or default
+    if s not in ('small', 'full'): raise ValueError(f"{ENV_SCALE}={s!r}: use 'small' or 'full'")
+    return s
+
+def scale_banner(chapter: str, scale: str) -> str:
+    "One line for a chapter's first cell: its scale, and at full scale the time the last report build took for it."
+    if scale == 'small': return f'{chapter}: small scale (seconds); unset {ENV_SCALE} for the report\'s full scale.'
+    t = None
+    for p in (project_root() / '_report' / 'timings.json',):
+        try: t = json.loads(p.read_text(encoding='utf-8')).get(chapter)
+        except (OSError, ValueError): pass
+    took = (f'the last report build took {t / 60:.1f} min for it' if isinstance(t, (int, float))
+            else 'no report build has timed it on this machine yet')
+    return f'{chapter}: full scale ({took}); set {ENV_SCALE}=small before starting Jupyter for a quick run.'
