@@ -238,3 +238,28 @@ def test_section_notebooks_follow_their_chapter(tmp_path):
     for n in ('03_mf.ipynb', '03a_autoencoder.ipynb', '04_reg.ipynb', 'index.ipynb', '03ab_no.ipynb', 'x03_no.ipynb'):
         (tmp_path / n).write_text('{}')
     assert [p.name for p in build_report.chapter_notebooks(tmp_path)] == ['03_mf.ipynb', '03a_autoencoder.ipynb', '04_reg.ipynb']
+
+
+def test_fingerprint_follows_imports_benches_and_results(tmp_path, monkeypatch):
+    "A library edit re-executes only the chapters importing the module (transitively); a bench or results file only its reader."
+    pkg = tmp_path / 'thu_big_data_ml'; pkg.mkdir()
+    (pkg / 'core.py').write_text('X = 1\n')
+    (pkg / 'mf.py').write_text('from .core import X\n')
+    (pkg / 'cf.py').write_text('Y = 2\n')
+    (tmp_path / 'bench' / 'results').mkdir(parents=True)
+    (tmp_path / 'bench' / 'bench_fm.py').write_text('print(1)\n')
+    monkeypatch.delenv('THU_BDML_RESULTS', raising=False)
+    ch_mf = 'from thu_big_data_ml.mf import X\nrec, why = lookup_results("fm_ml1m", fingerprint=f, deps=["fm"])'
+    ch_cf = 'from thu_big_data_ml import cf\nsubprocess.run(["bench/bench_fm.py"])'
+    fp = lambda: (build_report.fingerprint(tmp_path, ch_mf), build_report.fingerprint(tmp_path, ch_cf))
+    a = fp()
+    (pkg / 'core.py').write_text('X = 3\n')            # mf imports core: only the mf chapter changes
+    b = fp(); assert b[0] != a[0] and b[1] == a[1]
+    (pkg / 'cf.py').write_text('Y = 4\n')
+    c = fp(); assert c[0] == b[0] and c[1] != b[1]
+    (tmp_path / 'bench' / 'results' / 'fm_ml1m.json').write_text('{}')   # a new results file: its reader only
+    d = fp(); assert d[0] != c[0] and d[1] == c[1]
+    (tmp_path / 'bench' / 'bench_fm.py').write_text('print(2)\n')        # the bench script: the chapter running it
+    e = fp(); assert e[0] == d[0] and e[1] != d[1]
+    (tmp_path / 'bench' / 'results' / 'other.json').write_text('{}')     # unnamed results: nothing changes
+    assert fp() == e

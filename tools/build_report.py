@@ -219,7 +219,8 @@ def _imported_modules(text: str) -> set[str]:
 
 def fingerprint(root: Path, nb_text: str) -> str:
     """Hash of what an executed notebook depends on besides its own source: the package modules it imports
-    (transitively) and the course data files. Other chapters' modules do not invalidate its cache."""
+    (transitively), the bench scripts and bench results files it names (a new `make bench-x` result re-executes the
+    chapter that reads it) and the course data files. Other chapters' modules do not invalidate its cache."""
     pkg = root / 'thu_big_data_ml'
     mods = {p.stem: p.read_text(encoding='utf-8') for p in pkg.glob('*.py') if not p.name.startswith('_')}
     todo, need = list(_imported_modules(nb_text)), set()
@@ -231,6 +232,13 @@ def fingerprint(root: Path, nb_text: str) -> str:
     h = hashlib.sha256()
     for m in sorted(need):
         h.update(m.encode() + b'\0' + mods[m].encode())
+    for p in sorted((root / 'bench').glob('bench_*.py')):  # a bench the chapter runs: its script is code it depends on
+        if p.name in nb_text or f"'{p.stem}'" in nb_text:
+            h.update(p.name.encode() + b'\0' + p.read_bytes())
+    results = Path(os.environ.get('THU_BDML_RESULTS') or root / 'bench' / 'results')
+    for p in sorted(results.glob('*.json')) if results.is_dir() else ():  # a results file the chapter reads by name
+        if f"'{p.stem}'" in nb_text or f'"{p.stem}"' in nb_text or f'{p.stem}.json' in nb_text:
+            h.update(p.name.encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest())
     data = root / 'data' / 'netflix'
     if data.is_dir():  # real course files change which data every chapter uses
         for p in sorted(data.iterdir()):
