@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'ENV_RESULTS', 'ENV_SCALE', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
            'memory', 'file_digest', 'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything',
            'jax_keys', 'torch_device', 'machine_info', 'Timer', 'results_dir', 'data_fingerprint', 'write_results',
-           'lookup_results', 'report_scale', 'scale_banner']
+           'lookup_results', 'report_scale', 'scale_banner', 'chapter_scale']
 
 # %% ../nbs/00_core.ipynb #8429d492
 ENV_DATA, ENV_CACHE, ENV_RUNS = 'THU_BDML_DATA', 'THU_BDML_CACHE', 'THU_BDML_RUNS'
@@ -321,3 +321,10 @@ def scale_banner(chapter: str, scale: str) -> str:
     took = (f'the last report build took {t / 60:.1f} min for it' if isinstance(t, (int, float))
             else 'no report build has timed it on this machine yet')
     return f'{chapter}: full scale ({took}); set {ENV_SCALE}=small before starting Jupyter for a quick run.'
+
+def chapter_scale(chapter: str, default: str = 'full') -> str:
+    """What a chapter's `#| slow` cell calls: the scale (`report_scale`), and outside the report build a printed
+    `scale_banner` so an interactive run says what it is about to cost."""
+    s = report_scale(default)
+    if os.environ.get('THU_BIG_DATA_ML_REPORT') != '1': print(scale_banner(chapter, s))
+    return s
