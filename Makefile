@@ -21,6 +21,7 @@ help:
 	@echo "make bench-surprise - MovieLens MF vs Surprise SVD/SVD++ on the shared folds (Surprise in a throwaway venv)"
 	@echo "make bench-fm - the Bayesian FM sampler on the shared MovieLens folds (RMSE, ms per sweep, peak memory)"
 	@echo "make bench-obp - our off-policy estimators vs obp on the Open Bandit Dataset (obp in a throwaway venv); refreshes tests/fixtures/obp_ope.json"
+	@echo "make bench-NAME - one bench (bench/bench_NAME.py): its results file feeds the chapter that reads it"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 	@echo "make clean-cache - remove the cached fits and reads (what the library cached, nothing else)"
 
@@ -83,6 +84,13 @@ bench-obp: install
 	  $(SURPRISE_PY) -m venv --clear $(OBP_VENV) && \
 	  $(OBP_VENV)/bin/pip install -q torch==2.13.0 obp==0.4.1 'pandas<2' 'numpy<2'; }
 	OBP_PYTHON=$(OBP_VENV)/bin/python $(BIN)/python bench/bench_obp.py
+
+# Any other bench: `make bench-<name>` runs bench/bench_<name>.py (e.g. bench-autorec, bench-bayes, bench-hpo);
+# a bench that writes a results file (thu_big_data_ml.core.write_results) makes the chapter reading it show the full run.
+BENCH_ARGS ?=
+bench-%: install data
+	@test -f bench/bench_$*.py || { echo "no bench/bench_$*.py (benches: $$(ls bench/bench_*.py | sed 's#bench/bench_##; s#\.py##' | tr '\n' ' '))"; exit 2; }
+	$(BIN)/python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _site _docs _report
