@@ -34,16 +34,36 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from thu_big_data_ml.core import code_digest, machine_info          # noqa: E402
+from thu_big_data_ml.core import code_digest, data_fingerprint, machine_info, write_results   # noqa: E402
 from thu_big_data_ml.data import kfold_splits, load_movielens       # noqa: E402
-from thu_big_data_ml.fm import fit_bayes_fm, movielens_side        # noqa: E402
+from thu_big_data_ml.fm import fit_bayes_fm, movielens_side, myfm_split   # noqa: E402
 from thu_big_data_ml.metrics import score                           # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / '_myfm_worker.py'
 DEFAULT_MYFM = os.environ.get('MYFM_PYTHON') or '/tmp/myfm-venv/bin/python'
 MYFM_FLIPPED = {'100k': 0.8772, '1m': 0.8220}     # issue 14: myfm 0.4.0, timeSVD++ flipped, shared folds (1m: fold 0)
-TARGET = {'100k': 0.874, '1m': 0.819}
+TARGET = {('100k', 'shared'): 0.874, ('1m', 'shared'): 0.819, ('1m', 'rendle'): 0.812, ('100k', 'rendle'): None}
+PUBLISHED = {('1m', 'rendle'): 0.8140}              # myFM documentation, MovieLens 1M example (Rendle's protocol)
+PROTOCOLS = {'shared': "this lab's shared folds, kfold_splits(n, 5, seed=0)",
+             'rendle': "Rendle's protocol as myFM runs it: load_rating_kfold_split(10, fold) (RandomState(0) shuffle of "
+                       "the file order), fold 0"}
+
+
+def splits_of(n: int, protocol: str) -> list:
+    "The (train_idx, test_idx) pairs of a protocol: the shared 5 folds, or myFM's 10-fold split (Rendle's protocol)."
+    if protocol == 'shared': return kfold_splits(n, 5, 0)
+    return [myfm_split(n, 10, f, 0) for f in range(10)]
+
+
+def fingerprint_of(data: str, protocol: str, train=None) -> str:
+    "The data fingerprint a results file of this bench carries: the ratings and the split protocol."
+    if train is None: train = load_movielens(data).train
+    return data_fingerprint(train, PROTOCOLS[protocol])
+
+
+def results_name(data: str, protocol: str) -> str:
+    return f'bench_fm_{data}_{protocol}'
 
 
 def dump_blocks(path: str, feats, tr, te) -> None:
@@ -62,18 +82,18 @@ def dump_blocks(path: str, feats, tr, te) -> None:
 
 
 def one_fold(data: str, fold: int, features: str, k: int, sweeps: int, burn_in: int, likelihood: str,
-             dump: str | None = None) -> dict:
+             dump: str | None = None, protocol: str = 'shared') -> dict:
     "Fit one fold in this process and describe it (RMSE, time per sweep, peak RSS); `dump`: save its blocks for myfm."
     ml = load_movielens(data)
     side = movielens_side(ml) if any(t in features for t in ('genres', 'year', 'title', 'age', 'gender', 'occupation')) else None
-    tr_idx, te_idx = kfold_splits(len(ml.train), 5, 0)[fold]
+    tr_idx, te_idx = splits_of(len(ml.train), protocol)[fold]
     tr, te = ml.train.subset(tr_idx), ml.train.subset(te_idx)
     t0 = time.perf_counter()
     m = fit_bayes_fm(tr, features, k=k, n_samples=sweeps, burn_in=burn_in, seed=fold, val=te, side=side,
                      likelihood=likelihood, progress=False)
     h = m.history
     if dump: dump_blocks(dump, m.features, tr, te)
-    return dict(fold=fold, rmse=score(m.val_prediction, te.rating)['rmse'], fit_seconds=time.perf_counter() - t0,
+    return dict(fold=fold, features=features, likelihood=likelihood, rmse=score(m.val_prediction, te.rating)['rmse'], fit_seconds=time.perf_counter() - t0,
                 sweep_ms=1000 * h.seconds.iloc[-1] / len(h), sweep_cpu_ms=1000 * h.cpu_seconds.iloc[-1] / len(h),
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 loadavg=os.getloadavg()[0], p=m.config['p'], nnz=m.config['nnz'])
@@ -82,13 +102,18 @@ def one_fold(data: str, fold: int, features: str, k: int, sweeps: int, burn_in: 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--data', default='100k', choices=['100k', '1m'])
+    ap.add_argument('--protocol', default='shared', choices=list(PROTOCOLS),
+                    help="shared: the lab's 5 folds; rendle: myFM's 10-fold split (Rendle's protocol), fold 0 by default")
     ap.add_argument('--folds', type=int, nargs='+', default=[0])
-    ap.add_argument('--features', default='flipped')
+    ap.add_argument('--features', default='flipped', help='feature set of the first run (the one myfm gets too)')
+    ap.add_argument('--likelihood', default='normal', choices=['normal', 'probit'])
+    ap.add_argument('--also', nargs='*', default=[], metavar='FEATURES:LIKELIHOOD',
+                    help="more runs of our sampler per fold, e.g. flipped+user_bin+genres+year:probit (not given to myfm)")
     ap.add_argument('--k', type=int, default=None, help='rank (default: 10 on 100k, 32 on 1m, as myFM)')
     ap.add_argument('--sweeps', type=int, default=None, help='default: 512 on 100k, 256 on 1m')
     ap.add_argument('--burn-in', type=int, default=None, help='default: sweeps // 8')
-    ap.add_argument('--likelihood', default='normal', choices=['normal', 'probit'])
     ap.add_argument('--myfm', default=DEFAULT_MYFM, help="python of a venv with myfm 0.4.0, or 'none'")
+    ap.add_argument('--name', default=None, help='results file name (default: bench_fm_<data>_<protocol>)')
     ap.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--dump', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -96,53 +121,76 @@ def main(argv=None) -> dict:
     sweeps = a.sweeps or (512 if a.data == '100k' else 256)
     burn = a.burn_in if a.burn_in is not None else sweeps // 8
     if a.worker:
-        print(json.dumps(one_fold(a.data, a.folds[0], a.features, k, sweeps, burn, a.likelihood, a.dump)))
+        print(json.dumps(one_fold(a.data, a.folds[0], a.features, k, sweeps, burn, a.likelihood, a.dump, a.protocol)))
         return {}
+    runs = [(a.features, a.likelihood)]
+    for r in a.also:
+        fs, _, lk = r.rpartition(':')
+        if not fs or lk not in ('normal', 'probit'): raise SystemExit(f"--also {r!r}: use FEATURES:normal or FEATURES:probit")
+        runs.append((fs, lk))
     py = None if a.myfm == 'none' else a.myfm
     if py and not (Path(py).exists() and subprocess.run([py, '-c', 'import myfm'], capture_output=True).returncode == 0):
         print(f"no myfm at {py}: our sampler only (make a venv with: python3.11 -m venv /tmp/myfm-venv && "
               "/tmp/myfm-venv/bin/pip install myfm==0.4.0)", flush=True)
         py = None
-    ml = load_movielens(a.data) if py else None
+    ml = load_movielens(a.data)
+    splits = splits_of(len(ml.train), a.protocol)
     rows = []
     for f in a.folds:
         with tempfile.TemporaryDirectory(prefix='bench_fm_') as d:
             dump = str(Path(d) / 'fold.npz')
-            cmd = [sys.executable, __file__, '--worker', '--data', a.data, '--folds', str(f), '--features', a.features,
-                   '--k', str(k), '--sweeps', str(sweeps), '--burn-in', str(burn), '--likelihood', a.likelihood]
-            out = subprocess.run(cmd + (['--dump', dump] if py else []), capture_output=True, text=True)
-            if out.returncode: raise SystemExit(f"fold {f} failed:\n{out.stderr[-3000:]}")
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"fold {f}: RMSE {r['rmse']:.4f}  {r['sweep_ms']:.0f} ms/sweep wall, {r['sweep_cpu_ms']:.0f} ms CPU  "
-                  f"peak {r['peak_rss_mib']:.0f} MiB  load {r['loadavg']:.1f}", flush=True)
+            for ri, (fs, lk) in enumerate(runs):
+                cmd = [sys.executable, __file__, '--worker', '--data', a.data, '--protocol', a.protocol, '--folds', str(f),
+                       '--features', fs, '--k', str(k), '--sweeps', str(sweeps), '--burn-in', str(burn), '--likelihood', lk]
+                out = subprocess.run(cmd + (['--dump', dump] if py and ri == 0 else []), capture_output=True, text=True)
+                if out.returncode: raise SystemExit(f"fold {f} ({fs} / {lk}) failed:\n{out.stderr[-3000:]}")
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                r = rows[-1]
+                print(f"fold {f} {fs} / {lk}: RMSE {r['rmse']:.4f}  {r['sweep_ms']:.0f} ms/sweep wall, {r['sweep_cpu_ms']:.0f} ms CPU  "
+                      f"peak {r['peak_rss_mib']:.0f} MiB  load {r['loadavg']:.1f}", flush=True)
             if py:
+                r = next(x for x in rows if x['fold'] == f and (x['features'], x['likelihood']) == runs[0])
                 la = os.getloadavg()[0]
                 out = subprocess.run([py, str(WORKER), dump, str(Path(d) / 'pred.npy'), '--sweeps', str(sweeps),
                                       '--burn-in', str(burn), '--k', str(k), '--seed', str(f)], capture_output=True, text=True)
                 if out.returncode: raise SystemExit(f"myfm fold {f} failed:\n{out.stderr[-3000:]}")
                 mr = json.loads(out.stdout.strip().splitlines()[-1])
-                te = ml.train.subset(kfold_splits(len(ml.train), 5, 0)[f][1])
+                te = ml.train.subset(splits[f][1])
                 mr.update(rmse=score(np.load(Path(d) / 'pred.npy'), te.rating)['rmse'], loadavg=la)
                 r['myfm'] = mr
-                print(f"   myfm: RMSE {mr['rmse']:.4f}  {mr['sweep_ms']:.0f} ms/sweep wall, {mr['sweep_cpu_ms']:.0f} ms CPU  "
-                      f"peak {mr['peak_rss_mib']:.0f} MiB  load {la:.1f}  (ours/myfm CPU per sweep: "
-                      f"{r['sweep_cpu_ms'] / mr['sweep_cpu_ms']:.2f})", flush=True)
-    mean = float(np.mean([r['rmse'] for r in rows]))
-    res = dict(when=time.strftime('%Y-%m-%d %H:%M:%S'), data=a.data, features=a.features, k=k, sweeps=sweeps,
-               burn_in=burn, likelihood=a.likelihood, folds=rows, mean_rmse=mean, target=TARGET[a.data],
-               myfm_flipped=MYFM_FLIPPED[a.data], machine=machine_info(), code=code_digest('fm'),
-               note='shared machine: wall time depends on the load (loadavg per fold); CPU time is the steadier figure')
-    if py:
-        res['myfm_mean_rmse'] = float(np.mean([r['myfm']['rmse'] for r in rows]))
-        res['cpu_per_sweep_ratio_ours_over_myfm'] = float(np.mean([r['sweep_cpu_ms'] / r['myfm']['sweep_cpu_ms'] for r in rows]))
-        res['myfm_note'] = ('myfm 0.4.0 on the same relation blocks, hyperprior groups, rank, sweeps and burn-in; '
-                            'Gaussian output (myfm has no ordered probit)')
-        print(f"myfm mean RMSE {res['myfm_mean_rmse']:.4f}; ours/myfm CPU per sweep {res['cpu_per_sweep_ratio_ours_over_myfm']:.2f}")
-    print(f"mean RMSE over {len(rows)} fold(s): {mean:.4f} (target {TARGET[a.data]}, myFM flipped {MYFM_FLIPPED[a.data]})")
-    (HERE / 'results').mkdir(exist_ok=True)
-    path = HERE / 'results' / f'bench_fm_{a.data}.json'
-    path.write_text(json.dumps(res, indent=1))
+                print(f"   myfm ({runs[0][0]}, Gaussian): RMSE {mr['rmse']:.4f}  {mr['sweep_ms']:.0f} ms/sweep wall, "
+                      f"{mr['sweep_cpu_ms']:.0f} ms CPU  peak {mr['peak_rss_mib']:.0f} MiB  load {la:.1f}  "
+                      f"(ours/myfm CPU per sweep: {r['sweep_cpu_ms'] / mr['sweep_cpu_ms']:.2f})", flush=True)
+    summary = []
+    for fs, lk in runs:
+        rr = [x for x in rows if (x['features'], x['likelihood']) == (fs, lk)]
+        summary.append(dict(features=fs, likelihood=lk, folds=len(rr), mean_rmse=float(np.mean([x['rmse'] for x in rr])),
+                            sweep_cpu_ms=float(np.mean([x['sweep_cpu_ms'] for x in rr])),
+                            peak_rss_mib=float(max(x['peak_rss_mib'] for x in rr))))
+    target = TARGET.get((a.data, a.protocol))
+    res = dict(data=a.data, protocol=a.protocol, protocol_text=PROTOCOLS[a.protocol], folds=list(a.folds), k=k,
+               sweeps=sweeps, burn_in=burn, runs=[list(r) for r in runs], rows=rows, summary=summary, target=target,
+               myfm_flipped_issue=MYFM_FLIPPED[a.data] if a.protocol == 'shared' else None,
+               published_myfm=PUBLISHED.get((a.data, a.protocol)),
+               note='shared machine: wall time depends on the load (loadavg per fold); CPU time is the steadier figure. '
+                    'Implicit features from the training part only (the stricter protocol).')
+    mf = [x['myfm'] for x in rows if 'myfm' in x]
+    if mf:
+        ours = [x for x in rows if 'myfm' in x]
+        res['myfm'] = dict(features=runs[0][0], mean_rmse=float(np.mean([m['rmse'] for m in mf])),
+                           sweep_cpu_ms=float(np.mean([m['sweep_cpu_ms'] for m in mf])),
+                           peak_rss_mib=float(max(m['peak_rss_mib'] for m in mf)),
+                           cpu_per_sweep_ratio_ours_over_myfm=float(np.mean([o['sweep_cpu_ms'] / o['myfm']['sweep_cpu_ms'] for o in ours])),
+                           note='myfm 0.4.0 on the same relation blocks, hyperprior groups, rank, sweeps and burn-in as our '
+                                'first run; Gaussian output')
+        print(f"myfm mean RMSE {res['myfm']['mean_rmse']:.4f}; ours/myfm CPU per sweep "
+              f"{res['myfm']['cpu_per_sweep_ratio_ours_over_myfm']:.2f}")
+    for s_ in summary:
+        print(f"{s_['features']} / {s_['likelihood']}: mean RMSE over {s_['folds']} fold(s) {s_['mean_rmse']:.4f} "
+              f"(target {target}; published myFM {res['published_myfm']}; myFM flipped measured {res['myfm_flipped_issue']})")
+    cmd = 'bench/bench_fm.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    path = write_results(a.name or results_name(a.data, a.protocol), res,
+                         fingerprint=fingerprint_of(a.data, a.protocol, ml.train), deps=['fm'], command=cmd)
     print(f"wrote {path}")
     return res
 

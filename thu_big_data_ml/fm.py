@@ -21,7 +21,7 @@ from .metrics import RATING_RANGE, check_index, check_pairs, check_triples, scor
 # %% auto #0
 __all__ = ['TERMS', 'FEATURE_SETS', 'LINEAR_ONLY', 'Block', 'check_blocks', 'class_probabilities', 'FMPosterior', 'sample_fm',
            'feature_terms', 'RatingFeatures', 'BayesFM', 'fit_bayes_fm', 'movielens_side', 'predictive_interval',
-           'nested_cv_fm']
+           'myfm_split', 'feature_table', 'course_side', 'nested_cv_fm']
 
 # %% ../nbs/11_factorization_machines.ipynb #eb6fe99b
 @dataclass
@@ -929,6 +929,53 @@ def predictive_interval(post: FMPosterior, blocks, level: float = 0.9) -> tuple[
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
         out.append((lo + hi) / 2)
     return out[0], out[1]
+
+# %% ../nbs/11_factorization_machines.ipynb #ce62d333
+def myfm_split(n: int, n_folds: int = 10, fold: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx) of the split myFM's benchmarks use (`myfm.utils.benchmark_data`'s
+    `load_rating_kfold_split(K, fold, random_state)`: a `RandomState(seed)` shuffle of the ratings in file order cut into
+    `n_folds` folds, the first `n % n_folds` one rating longer). Rendle's protocol on MovieLens 1M: 10 folds, fold 0."""
+    if not 0 <= fold < n_folds: raise ValueError(f"fold must be in [0, {n_folds}), got {fold!r}")
+    idx = np.arange(n); np.random.RandomState(seed).shuffle(idx)
+    size = n // n_folds + (1 if fold < n % n_folds else 0)
+    start = (n // n_folds) * fold + min(n % n_folds, fold)
+    return np.concatenate([idx[:start], idx[start + size:]]), idx[start:start + size]
+
+def feature_table(data: Any, side: dict | None, sets: Sequence[tuple[str, str]], folds: Sequence[int], n_samples: int,
+                  burn_in: int, k: int, seed: int = 0, splits: list | None = None, levels: Sequence[float] = (),
+                  keep: int = 50) -> pd.DataFrame:
+    """Test RMSE of every (feature set, likelihood) in `sets` on the given folds of `splits` (default: the shared
+    `kfold_splits(len(data.train), 5, seed)`), each fitted on the fold's training part only and scored by
+    `metrics.score` (all-sample posterior mean); nothing is chosen on these numbers. Per row also wall and CPU ms per
+    sweep and, for the Gaussian output and each of `levels`, the held-out coverage of the central predictive interval."""
+    splits, rows = splits or kfold_splits(len(data.train), 5, seed), []
+    for j in folds:
+        tr, te = data.train.subset(splits[j][0]), data.train.subset(splits[j][1])
+        for fs, lk in sets:
+            m = fit_bayes_fm(tr, fs, k=k, n_samples=n_samples, burn_in=burn_in, seed=seed + j, val=te, side=side,
+                             likelihood=lk, keep=keep, progress=False)
+            h = m.history
+            row = dict(fold=j, features=fs, output=lk, rmse=score(m.val_prediction, te.rating)['rmse'],
+                       sweep_ms=1000 * h.seconds.iloc[-1] / len(h), cpu_ms=1000 * h.cpu_seconds.iloc[-1] / len(h))
+            if levels and lk == 'normal':
+                qb = m.features.blocks(te.user, te.item, getattr(te, 'day', None))
+                for L in levels:
+                    lo, hi = predictive_interval(m.posterior, qb, L)
+                    row[f'cover_{L:g}'] = float(np.mean((lo <= te.rating) & (te.rating <= hi)))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+def course_side(data: Any) -> dict:
+    "Side information of the course data for `RatingFeatures`: `items` with each movie's `title` and release `year`."
+    t = getattr(data, 'titles', None)
+    if t is None or 'title' not in getattr(t, 'columns', ()):
+        raise ValueError("course_side needs data.titles with a 'title' column (load_course_data's RatingData)")
+    t = t.reset_index(drop=True)
+    if len(t) != data.train.n_items:
+        raise ValueError(f"data.titles has {len(t)} rows for {data.train.n_items} items")
+    return {'items': pd.DataFrame({'title': t['title'].astype(str).to_numpy(),
+                                   'year': pd.to_numeric(t['year'], errors='coerce').to_numpy(float)})}
+
 
 # %% ../nbs/11_factorization_machines.ipynb #683a5267
 def nested_cv_fm(data: Any, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
