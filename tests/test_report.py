@@ -263,3 +263,11 @@ def test_fingerprint_follows_imports_benches_and_results(tmp_path, monkeypatch):
     e = fp(); assert e[0] == d[0] and e[1] != d[1]
     (tmp_path / 'bench' / 'results' / 'other.json').write_text('{}')     # unnamed results: nothing changes
     assert fp() == e
+
+
+def test_quarto_book_lists_every_chapter():
+    "nbs/_quarto.yml (used by `quarto render nbs` and nbdev_docs where Quarto exists) lists the notebooks in build order."
+    import yaml
+    conf = yaml.safe_load((ROOT / 'nbs' / '_quarto.yml').read_text(encoding='utf-8'))
+    want = ['index.ipynb'] + [p.name for p in build_report.chapter_notebooks(ROOT / 'nbs')]
+    assert conf['book']['chapters'] == want
