@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import (check_pairs, check_triples, rmse, score, unseen_info)
-from .mf import (DivergenceWarning, divergence_reason)
+from .mf import (DivergenceWarning, divergence_reason, one_blas_thread)
 
 # %% auto #0
 __all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
@@ -377,8 +377,8 @@ def _groups(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(rows, kind='stable')
     return order, np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
 
-def _solve_block(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool):
-    "Exact minimiser for every row: sum_c w (y - b - x.F_c)^2 + reg_f |x|^2 + reg_b b^2 + x^T G x (float32 systems)."
+def _solve_block_ref(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool):
+    "Plain reference: exact minimiser for every row of sum_c w (y - b - x.F_c)^2 + reg_f |x|^2 + reg_b b^2 + x^T G x."
     n, k = len(ptr) - 1, F.shape[1]
     Fa = (np.hstack([np.ones((F.shape[0], 1)), F]) if biased else F).astype(np.float32)
     d = Fa.shape[1]
@@ -401,11 +401,94 @@ def _solve_block(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool):
     x = np.linalg.solve(A, B[..., None])[..., 0]
     return (x[:, 0], x[:, 1:]) if biased else (None, x)
 
+# %% ../nbs/04_regularization.ipynb #af12f17c
+_BLOCK = None
+
+def _block_kernel():
+    "Compile the numba block solver on first use (nothing happens at import; cached next to the module)."
+    global _BLOCK
+    if _BLOCK is not None: return _BLOCK
+    from numba import njit, prange
+
+    def solve_rows(ptr, cols, y, w, F, reg_f, reg_b, G, biased, weighted):
+        "Per row a: (Z^T Z + diag(reg_b, reg_f..) + G + 1e-6 I) x = Z^T t, Z = sqrt(w) [1, F_c], t = sqrt(w) y."
+        n, k = len(ptr) - 1, F.shape[1]
+        o = 1 if biased else 0
+        d = k + o
+        out = np.zeros((n, d), np.float64)
+        for a in prange(n):
+            s, e = ptr[a], ptr[a + 1]
+            m = e - s
+            Z = np.empty((m, d), np.float32)
+            rhs = np.zeros(d, np.float64)
+            for jj in range(m):
+                j = s + jj; c = cols[j]
+                sw = np.float32(np.sqrt(w[j])) if weighted else np.float32(1.0)
+                if biased: Z[jj, 0] = sw
+                for f in range(k): Z[jj, o + f] = sw * F[c, f]
+                t = np.float64(sw) * y[j]
+                for f in range(d): rhs[f] += t * Z[jj, f]
+            A = np.zeros((d, d), np.float64)
+            if m > 0:
+                Gr = Z.T @ Z
+                for p in range(d):
+                    for q in range(d): A[p, q] = Gr[p, q]
+            for p in range(k):
+                for q in range(k): A[o + p, o + q] += G[p, q]
+                A[o + p, o + p] += reg_f[a]
+            if biased: A[0, 0] += reg_b[a]
+            for p in range(d): A[p, p] += 1e-6
+            L = np.zeros((d, d), np.float64)             # A = L L^T (A is SPD)
+            jitter = 0.0
+            for attempt in range(8):                     # rounding broke positive definiteness: more jitter
+                ok = True
+                for p in range(d):
+                    for q in range(p + 1):
+                        acc = A[p, q] + (jitter if p == q else 0.0)
+                        for r in range(q): acc -= L[p, r] * L[q, r]
+                        if p == q:
+                            if not acc > 0.0:
+                                ok = False; break
+                            L[p, p] = np.sqrt(acc)
+                        else: L[p, q] = acc / L[q, q]
+                    if not ok: break
+                if ok: break
+                jitter = 1e-6 if jitter == 0.0 else jitter * 100.0
+            z = np.empty(d, np.float64)
+            for p in range(d):
+                acc = rhs[p]
+                for r in range(p): acc -= L[p, r] * z[r]
+                z[p] = acc / L[p, p]
+            for p in range(d - 1, -1, -1):
+                acc = z[p]
+                for r in range(p + 1, d): acc -= L[r, p] * z[r]
+                z[p] = acc / L[p, p]
+            for p in range(d): out[a, p] = z[p]
+        return out
+
+    try: _BLOCK = njit(parallel=True, cache=True)(solve_rows)
+    except RuntimeError: _BLOCK = njit(parallel=True)(solve_rows)     # no cache locator (e.g. exec'd code)
+    return _BLOCK
+
+def _solve_block(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool, backend: str = 'numba'):
+    """Exact minimiser for every row of sum_c w (y - b - x.F_c)^2 + reg_f |x|^2 + reg_b b^2 + x^T G x: the numba kernel
+    (`backend='numba'`) or the plain reference (`'numpy'`); the same solution to float32 rounding (tested)."""
+    if backend == 'numpy': return _solve_block_ref(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased)
+    n = len(ptr) - 1
+    ww = np.ascontiguousarray(w[order], np.float32)
+    x = _block_kernel()(np.ascontiguousarray(ptr, np.int64), np.ascontiguousarray(cols[order], np.int64),
+                        np.ascontiguousarray(y[order], np.float64), ww, np.ascontiguousarray(F, np.float32),
+                        np.broadcast_to(np.asarray(reg_f, np.float64), (n,)).copy(),
+                        np.broadcast_to(np.asarray(reg_b, np.float64), (n,)).copy(),
+                        np.ascontiguousarray(G, np.float64), bool(biased), not bool(np.all(ww == 1)))
+    return (x[:, 0], x[:, 1:]) if biased else (None, x)
+
+# %% ../nbs/04_regularization.ipynb #64ad7ff8
 def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0, l2_bias: float | None = None,
                         freq_alpha: float = 0.0, weights: np.ndarray | None = None, biased: bool = True,
                         iters: int = 15, init_std: float = 0.1, val: Any | None = None, seed: int = 0,
                         tol: float = 0.0, callback: Callable[[int, dict], Any] | None = None,
-                        progress: bool = True) -> RegMF:
+                        progress: bool = True, init: RegMF | None = None, backend: str = 'numba') -> RegMF:
     """Minimise the same objective as `fit_regularized` (squared loss) by exact alternating block solves.
 
     Each sweep solves every user's `(b_i, U_i)` with items fixed, then every item's; the Gramian enters as one k x k
@@ -413,8 +496,14 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     ('converged'), when `callback(sweep, row)` returns True ('callback'; it may also raise, e.g. `optuna.TrialPruned`),
     or when J is not finite or rises above 10 x its best ('diverged: ...', with a `DivergenceWarning` and the best
     sweep's factors); config['stop_reason'] says which. The history's train RMSE is unclipped, its validation RMSE
-    clipped to the rating range (as `metrics.evaluate`)."""
+    clipped to the rating range (as `metrics.evaluate`).
+
+    init: a fitted `RegMF` with the same k and index space to start from (a warm start along a regularization path:
+    its U, V and biases replace the random start). backend: 'numba' (the compiled block solver) or 'numpy' (the plain
+    reference). The sweeps run with one BLAS thread (`threadpoolctl`; numba's threads are the parallelism), restored
+    on return."""
     _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std, tol=tol)
+    if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     u, i, r, N, M = _arrays(train)
     wt = _weights(weights, len(r))
     w = np.ones(len(r)) if wt is None else wt
@@ -426,11 +515,18 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     su, si = frequency_scale(u, N, freq_alpha).astype(np.float64), frequency_scale(i, M, freq_alpha).astype(np.float64)
     U, V = (x.astype(np.float64) for x in _init(N, M, k, seed, init_std))
     bu, bi = (np.zeros(N), np.zeros(M)) if biased else (None, None)
+    if init is not None:
+        if not isinstance(init, RegMF): raise TypeError(f"init must be a fitted RegMF, got {type(init).__name__}")
+        if init.U.shape != (N, k) or init.V.shape != (M, k):
+            raise ValueError(f"init has factors {init.U.shape}, {init.V.shape}; this fit needs {(N, k)}, {(M, k)}")
+        U, V = init.U.astype(np.float64), init.V.astype(np.float64)
+        if biased and init.bu is not None: bu, bi = init.bu.astype(np.float64), init.bi.astype(np.float64)
     ou, pu = _groups(u, N); oi, pi = _groups(i, M)
     rr = r.astype(np.float64)
     if val is not None: vu, vi, vr, *_ = _arrays(val, 'val')
     cfg = dict(method='als', k=k, l2=l2, gram=gram, l2_bias=lb, freq_alpha=freq_alpha, biased=biased, loss='mse',
-               iters=iters, init_std=init_std, seed=seed, weighted=weights is not None)
+               iters=iters, init_std=init_std, seed=seed, weighted=weights is not None,
+               warm_start=init is not None)
     f32 = lambda a: None if a is None else a.astype(np.float32)
     snap = lambda U, V, bu, bi, h=None: RegMF(f32(U), f32(V), mu, f32(bu), f32(bi), dict(cfg),
                                               pd.DataFrame() if h is None else h, uc, ic, mean)
@@ -438,13 +534,16 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     best = {'J': math.inf, 'step': None, 'P': None}
     from tqdm.auto import tqdm
     bar = tqdm(range(1, iters + 1), desc=f'ALS k={k}', disable=not progress, leave=False)
-    with np.errstate(over='ignore', invalid='ignore'):   # a blow-up is reported as a divergence, not as warnings
-        for it in bar:
+    if backend == 'numba': _block_kernel()
+    with np.errstate(over='ignore', invalid='ignore'), one_blas_thread():
+        for it in bar:                                   # (a blow-up is reported as a divergence, not as warnings)
             yu = rr - mu - (bi[i] if biased else 0.0)
-            bu_new, U = _solve_block(ou, pu, i, yu, w, V, W * l2 * su / N, W * lb * su / N, W * gram / (N * M) * (V.T @ V), biased)
+            bu_new, U = _solve_block(ou, pu, i, yu, w, V, W * l2 * su / N, W * lb * su / N,
+                                     W * gram / (N * M) * (V.T @ V), biased, backend=backend)
             if biased: bu = bu_new
             yi = rr - mu - (bu[u] if biased else 0.0)
-            bi_new, V = _solve_block(oi, pi, u, yi, w, U, W * l2 * si / M, W * lb * si / M, W * gram / (N * M) * (U.T @ U), biased)
+            bi_new, V = _solve_block(oi, pi, u, yi, w, U, W * l2 * si / M, W * lb * si / M,
+                                     W * gram / (N * M) * (U.T @ U), biased, backend=backend)
             if biased: bi = bi_new
             model = snap(U, V, bu, bi)
             pred = model.score(u, i)
