@@ -195,5 +195,125 @@ def main(argv=None) -> dict:
     return res
 
 
+# --- the chapter's studies at full size (the chapter reads their results files; see nbs/11_factorization_machines) ---
+
+CHAPTER_SIDE = 'flipped+genres+year+age+gender+occupation'
+CHAPTER_EXTRA = 'flipped+user_bin+genres+year'      # the inner hold-out of ML-100K fold 0 preferred it
+CHAPTER_SETS = ([(fs, 'normal') for fs in ('mf', 'svd++', 'timesvd', 'timesvd++', 'flipped', CHAPTER_SIDE)]
+                + [('flipped', 'probit'), (CHAPTER_SIDE, 'probit'), (CHAPTER_EXTRA, 'probit')])
+CHAPTER_GRID = ([dict(features='flipped', k=10, likelihood=lk) for lk in ('normal', 'probit')]
+                + [dict(features=CHAPTER_EXTRA, k=10, likelihood='probit')])
+COURSE_SETS = [('mf', 'normal'), ('timesvd+user_bin+item_bin', 'normal'), ('mf+title+year', 'normal'),
+               ('timesvd+user_bin+item_bin+title+year', 'normal')]
+LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95)
+
+
+def study_ml100k(sweeps: int = 512, burn_in: int = 64) -> tuple[dict, str]:
+    "Chapter 11's ML-100K evidence at full size: the feature-set table (5 shared folds) and the nested 5-fold CV."
+    from thu_big_data_ml.fm import feature_table, nested_cv_fm
+    ml = load_movielens('100k'); side = movielens_side(ml)
+    t0, c0 = time.perf_counter(), time.process_time()
+    table = feature_table(ml, side, CHAPTER_SETS, [0, 1, 2, 3, 4], sweeps, burn_in, 10, levels=LEVELS)
+    t1, c1 = time.perf_counter(), time.process_time()
+    print(table.groupby(['features', 'output'], sort=False).rmse.mean().round(4), flush=True)
+    ncv = nested_cv_fm(ml.train, CHAPTER_GRID, side=side, n_samples=sweeps, burn_in=burn_in)
+    print(ncv[['fold', 'features', 'likelihood', 'inner_val_rmse', 'test_rmse']].round(4), flush=True)
+    pay = dict(sets=[list(x) for x in CHAPTER_SETS], grid=CHAPTER_GRID, k=10, sweeps=sweeps, burn_in=burn_in,
+               levels=list(LEVELS), table=table, nested_cv=ncv,
+               table_seconds=t1 - t0, table_cpu_seconds=c1 - c0,
+               nested_seconds=time.perf_counter() - t1, nested_cpu_seconds=time.process_time() - c1,
+               loadavg=os.getloadavg()[0])
+    return pay, data_fingerprint(ml.train, PROTOCOLS['shared'])
+
+
+def course_subset(data, fraction: float, seed: int = 0):
+    "The course train and test ratings of a seeded `fraction` of the users (indices kept, so the truth still applies)."
+    keep = np.zeros(data.train.n_users, bool)
+    keep[np.random.default_rng(seed).permutation(data.train.n_users)[:max(1, int(round(fraction * data.train.n_users)))]] = True
+    return (data.train.subset(np.flatnonzero(keep[data.train.user])), data.test.subset(np.flatnonzero(keep[data.test.user])))
+
+
+def time_mf_as_chapter08(train, test, years, k: int = 20, lams=(2.0, 5.0, 10.0), sweeps: int = 6, rounds: int = 2,
+                         bins: int = 8) -> dict:
+    """Chapter 08's answer to the optional part, with its settings (report scale): biased MF with lambda chosen on a 10%
+    validation split, the time-aware variants started from it, the variant with the lowest validation RMSE scored on
+    the test set (thu_big_data_ml.compare.fit_time_mf, called as chapter 08 calls it)."""
+    from thu_big_data_ml.compare import fit_time_mf
+    from thu_big_data_ml.data import holdout_split
+    from thu_big_data_ml.metrics import evaluate
+    from thu_big_data_ml.mf import fit_mf
+    a, b = holdout_split(len(train), 0.1, 0)
+    tr, va = train.subset(a), train.subset(b)
+    val = {lam: evaluate(fit_mf(tr, k=k, lam=lam, method='als', biased=True, max_iter=sweeps, progress=False), va)['rmse']
+           for lam in lams}
+    lam = min(val, key=val.get)
+    base = fit_mf(tr, k=k, lam=lam, method='als', biased=True, max_iter=sweeps, progress=False)
+    variants = {'static biases (control)': dict(item_bins=False, user_drift=False),
+                '+ item bias by time bin': dict(user_drift=False), '+ item bins + user drift': dict(),
+                '+ item bins + user drift + year bias': dict(years=years)}
+    rows = {'biased MF (mf.fit_mf)': (evaluate(base, va)['rmse'], base)}
+    for name, kw in variants.items():
+        m = fit_time_mf(tr, k=k, lam=lam, init=base, n_bins=bins, reg_bin=25.0, reg_drift=25.0, n_rounds=rounds,
+                        als_sweeps=1, progress=False, **kw)
+        rows[name] = (evaluate(m, va, day=va.day)['rmse'], m)
+    best = min(rows, key=lambda n: rows[n][0])
+    test_b = evaluate(base, test)['rmse']
+    test_t = evaluate(rows[best][1], test, day=test.day)['rmse'] if best != 'biased MF (mf.fit_mf)' else test_b
+    return dict(lam=lam, validation={n: r[0] for n, r in rows.items()}, chosen=best, test_biased_mf=test_b,
+                test_time_mf=test_t)
+
+
+def study_course(fraction: float = 0.2, k: int = 10, sweeps: int = 128, burn_in: int = 32, sets=None) -> tuple[dict, str]:
+    """The assignment's optional part on the course data (generated Netflix-shaped files unless the real ones are there):
+    on a seeded `fraction` of the users (all their train and test ratings), the FM with and without dates and titles,
+    chapter 08's time-aware MF on the same ratings, and the generator's noise floor on the same test ratings (with and
+    without the time term: what dates can give at most)."""
+    from thu_big_data_ml.data import expected_rating, load_course_data
+    from thu_big_data_ml.fm import course_side
+    from thu_big_data_ml.metrics import rmse
+    data = load_course_data(scale='full', progress=False)
+    tr, te = course_subset(data, fraction)
+    side = course_side(data)
+    floor = no_time = None
+    if data.truth is not None:
+        floor = float(rmse(expected_rating(data.truth, te.user, te.item, te.day), te.rating))
+        no_time = float(rmse(expected_rating(data.truth, te.user, te.item), te.rating))
+    rows = []
+    for fs, lk in (sets or COURSE_SETS):
+        c0 = time.process_time()
+        m = fit_bayes_fm(tr, fs, k=k, n_samples=sweeps, burn_in=burn_in, seed=0, val=te, side=side, likelihood=lk,
+                         progress=False)
+        h = m.history
+        rows.append(dict(features=fs, output=lk, rmse=score(m.val_prediction, te.rating)['rmse'],
+                         sweep_ms=1000 * h.seconds.iloc[-1] / len(h), cpu_ms=1000 * h.cpu_seconds.iloc[-1] / len(h),
+                         cpu_seconds=time.process_time() - c0))
+        print(rows[-1], flush=True)
+    c0 = time.process_time()
+    ch08 = time_mf_as_chapter08(tr, te, data.titles['year'])
+    ch08['cpu_seconds'] = time.process_time() - c0
+    print(ch08, flush=True)
+    pay = dict(source=data.source, name=data.name, fraction=fraction, users=int(len(np.unique(tr.user))),
+               train_ratings=len(tr), test_ratings=len(te), k=k, sweeps=sweeps, burn_in=burn_in, fm=rows,
+               chapter08=ch08, noise_floor=floor, noise_floor_without_dates=no_time, loadavg=os.getloadavg()[0])
+    return pay, data_fingerprint(data.train, data.test, fraction)
+
+
+def run_study(study: str, argv_text: str, **kw) -> dict:
+    pay, fp = (study_ml100k if study == 'ml100k' else study_course)(**kw)
+    path = write_results(f'bench_fm_{study}', pay, fingerprint=fp, deps=['fm'], command=f'bench/bench_fm.py {argv_text}')
+    print(f"wrote {path}")
+    return pay
+
+
 if __name__ == '__main__':
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == '--study':
+        ap = argparse.ArgumentParser(description='chapter 11 studies at full size')
+        ap.add_argument('--study', choices=['ml100k', 'course'], required=True)
+        ap.add_argument('--sweeps', type=int, default=None); ap.add_argument('--burn-in', type=int, default=None)
+        ap.add_argument('--fraction', type=float, default=0.2, help='course: share of the users (seeded)')
+        a = ap.parse_args()
+        kw = {k: v for k, v in dict(sweeps=a.sweeps, burn_in=a.burn_in).items() if v is not None}
+        if a.study == 'course': kw['fraction'] = a.fraction
+        run_study(a.study, ' '.join(sys.argv[1:]), **kw)
+    else:
+        main()
