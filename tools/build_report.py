@@ -308,7 +308,7 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
                 info = json.loads(o['text'].strip().splitlines()[-1])
             except (ValueError, IndexError):
                 pass
-    info.update(seconds=round(seconds, 1), executed_at=dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
+    info.update(seconds=round(seconds, 1), executed_at=dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))
     return {'nb': nbformat.writes(nb), 'info': info}
 
 
@@ -696,7 +696,7 @@ MathJax.Hub.Queue(function () { window.__mathjaxDone = true; });
 
 def page_html(title: str, body: str, nav: str, assets: str, math: bool, plotly: bool, site_title: str,
               pdf_link: str | None) -> str:
-    head = [f'<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+    head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
             f'<title>{html.escape(title)}</title>', f'<link rel="stylesheet" href="{assets}/site.css">',
             f'<script src="{assets}/site.js"></script>']
     if plotly:
@@ -793,7 +793,7 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
             + '<h2>Chapters</h2><table class="chapters"><thead><tr><th>#</th><th>Chapter</th><th>Headline result</th>'
             f'<th>Data</th><th>Run time</th></tr></thead><tbody>{rows}</tbody></table>'
             f'<div class="meta">Every figure and number in this report comes from executing the notebooks on '
-            f'{dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} ({total:.0f} s of execution in all). '
+            f'{dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")} ({total:.0f} s of execution in all). '
             f'Machine: {html.escape(machine)}. Rendered by {html.escape(mode)}.'
             + (f' <a href="{pdf_link}">The whole report as one PDF.</a>' if pdf_link else '') + '</div>')
     (site / 'index.html').write_text(page_html(site_title, body, nav_html(chapters, None), 'assets', assets['math'],
@@ -1007,7 +1007,7 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
         if not dst.exists():
             shutil.copyfile(f, dst)
     title = settings.get('report_title') or 'Low-rank recommender methods'
-    when = dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d')
+    when = dt.datetime.now(dt.UTC).strftime('%Y-%m-%d')
     prov_rows = '\n'.join(f'| {c["order"]} | {c["title"]} | {describe_datasets(c["info"], detail=False)} | {c["info"].get("seconds", 0):.0f} s |'
                           for c in chapters)
     code_note = (' Library code (cells exported to the package) is omitted here; the HTML site shows it.'

@@ -71,7 +71,7 @@ class PageReport:
     @property
     def remote_requests(self) -> list[str]:
         """Requests that would need a network (anything not file:, data:, blob: or about:)."""
-        return [u for u in self.requests if not u.split(':', 1)[0] in ('file', 'data', 'blob', 'about', 'chrome-error')]
+        return [u for u in self.requests if u.split(':', 1)[0] not in ('file', 'data', 'blob', 'about', 'chrome-error')]
 
     def problems(self, expect_plot: bool | None = None, expect_math: bool | None = None) -> list[str]:
         """Human-readable list of failed checks (empty when the page is fine).
