@@ -282,3 +282,52 @@ def test_cached_row_sums_give_the_recomputed_chain(data, monkeypatch, backend):
     np.testing.assert_allclose(a.history.train_rmse, b.history.train_rmse, rtol=1e-9)
     np.testing.assert_allclose(a.posterior.state['V'], b.posterior.state['V'], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(a.val_prediction, b.val_prediction, rtol=1e-8)
+
+
+def _myfm_kfold_reference(n, K, fold, random_state):
+    "myfm.utils.benchmark_data.loader_base.train_test_split_with_kfold (myfm 0.4.0) on row positions, as myFM writes it."
+    rns = np.random.RandomState(random_state)
+    n_test = n // K + (1 if fold < n % K else 0)
+    index = np.arange(n); rns.shuffle(index)
+    start = (n // K) * fold + min(n % K, fold)
+    return np.concatenate([index[:start], index[start + n_test:]]), index[start:start + n_test]
+
+
+@pytest.mark.parametrize('n,K,fold', [(1_000_209, 10, 0), (1003, 10, 3), (57, 5, 4)])
+def test_myfm_split_is_myfms_kfold_split(n, K, fold):
+    from thu_big_data_ml.fm import myfm_split
+    tr, te = myfm_split(n, K, fold, 0)
+    rtr, rte = _myfm_kfold_reference(n, K, fold, 0)
+    np.testing.assert_array_equal(te, rte); np.testing.assert_array_equal(tr, rtr)
+    assert len(np.union1d(tr, te)) == n and not len(np.intersect1d(tr, te))
+    with pytest.raises(ValueError, match='fold'): myfm_split(n, K, K)
+
+
+def test_feature_table_rows_and_coverage():
+    from types import SimpleNamespace
+    from thu_big_data_ml.data import kfold_splits
+    from thu_big_data_ml.fm import feature_table
+    d = SimpleNamespace(train=make_data(seed=3))
+    t = feature_table(d, None, [('mf', 'normal'), ('timesvd', 'normal')], folds=[1], n_samples=12, burn_in=4, k=2,
+                      levels=(0.5, 0.9), keep=6)
+    assert t.fold.tolist() == [1, 1] and t.features.tolist() == ['mf', 'timesvd']
+    assert (t.rmse < 1.0).all() and (t['cover_0.5'] <= t['cover_0.9']).all() and t['cover_0.9'].between(0.5, 1).all()
+    te = d.train.subset(kfold_splits(len(d.train), 5, 0)[1][1])
+    m = fit_bayes_fm(d.train.subset(kfold_splits(len(d.train), 5, 0)[1][0]), 'mf', k=2, n_samples=12, burn_in=4, seed=1,
+                     val=te, keep=6, progress=False)
+    assert t.rmse.iloc[0] == pytest.approx(score(m.val_prediction, te.rating)['rmse'])     # same folds, same seed
+
+
+def test_course_side_titles_and_years():
+    from types import SimpleNamespace
+    import pandas as pd
+    from thu_big_data_ml.fm import course_side
+    d = make_data(n_items=4, n_users=6, density=0.9, n_cold=0)
+    titles = pd.DataFrame({'item_id': [1, 2, 3, 4], 'year': [1999.0, None, 2001.0, 1970.0],
+                           'title': ['The Dark River', 'Dark Night', 'Blue River', 'The Night']})
+    side = course_side(SimpleNamespace(train=d, titles=titles))
+    assert side['items'].title.tolist() == titles.title.tolist() and np.isnan(side['items'].year[1])
+    f = RatingFeatures('mf+title+year', side=side)
+    with pytest.raises(ValueError, match='titles'): course_side(SimpleNamespace(train=d, titles=None))
+    with pytest.raises(ValueError, match='rows'): course_side(SimpleNamespace(train=d, titles=titles.iloc[:3]))
+    assert 'title' in f.terms
