@@ -18,8 +18,8 @@ from .data import holdout_split
 from .metrics import check_pairs, check_triples, evaluate, score, seen_counts, unseen_info
 
 # %% auto #0
-__all__ = ['BACKENDS', 'item_matrix', 'init_params', 'forward', 'objective', 'adam', 'gradients', 'AutoRecModel', 'fit_autorec',
-           'nested_autorec']
+__all__ = ['BACKENDS', 'FULL_FIT', 'LAM_GRID', 'item_matrix', 'init_params', 'forward', 'objective', 'adam', 'gradients',
+           'AutoRecModel', 'fit_autorec', 'nested_autorec', 'protocols', 'results_fingerprint']
 
 # %% ../nbs/03a_autoencoder.ipynb #eef7b201
 def item_matrix(train: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +41,10 @@ def init_params(n_users: int, hidden: int, seed: int = 0, mu: float = 0.0) -> di
 
 # %% ../nbs/03a_autoencoder.ipynb #706579fb
 def forward(P: dict, R: Any, xp: Any) -> tuple[Any, Any]:
-    "Hidden code `H = sigmoid(R W1 + b1)` and reconstruction `H W2 + b2` of the item rows `R`, in array namespace `xp`."
-    H = 1 / (1 + xp.exp(-(R @ P['W1'] + P['b1'])))
+    """Hidden code `H = sigmoid(R W1 + b1)` and reconstruction `H W2 + b2` of the item rows `R`, in array namespace `xp`.
+    The sigmoid is written `(1 + tanh(z / 2)) / 2`: the same function, but its derivative stays finite for any z
+    (`1 / (1 + exp(-z))` overflows to inf for z < -88 in float32, and autodiff then returns inf * 0 = NaN)."""
+    H = 0.5 + 0.5 * xp.tanh(0.5 * (R @ P['W1'] + P['b1']))
     return H, H @ P['W2'] + P['b2']
 
 def objective(P: dict, R: Any, M: Any, lam: float, xp: Any, share: float = 1.0) -> Any:
@@ -77,26 +79,25 @@ def gradients(P: dict, R: np.ndarray, M: np.ndarray, lam: float, share: float = 
 
 # %% ../nbs/03a_autoencoder.ipynb #c4ddca69
 class _TorchEngine:
-    "Parameters as torch tensors on `device`; gradients by autograd of the shared `objective`."
+    """Parameters as torch leaf tensors on `device`; gradients by autograd of the shared `objective`, the update by
+    `torch.optim.Adam` (fused kernel: one pass over each weight array; the same update as `adam`, tested)."""
     def __init__(self, P: dict, R: np.ndarray, M: np.ndarray, lam: float, lr: float, device: str = 'cpu'):
         import torch
         from thu_big_data_ml.core import torch_device
         self.torch, self.dev = torch, torch_device(device)
-        self.P = {k: torch.tensor(v, device=self.dev) for k, v in P.items()}
-        self.S = {s: {k: torch.zeros_like(v) for k, v in self.P.items()} for s in ('m', 'v')}
+        self.P = {k: torch.tensor(v, device=self.dev, requires_grad=True) for k, v in P.items()}
+        self.opt = torch.optim.Adam(list(self.P.values()), lr=lr, fused=True)
         self.R, self.M = torch.tensor(R, device=self.dev), torch.tensor(M, device=self.dev)
-        self.lam, self.lr, self.t = lam, lr, 0
+        self.lam = lam
 
     def step(self, rows: np.ndarray | None, share: float) -> float:
         "One Adam step on item `rows` (None: all); the loss before the step."
         torch = self.torch
-        P = {k: v.detach().requires_grad_() for k, v in self.P.items()}
         idx = None if rows is None else torch.as_tensor(rows, device=self.dev)
         R, M = (self.R, self.M) if idx is None else (self.R[idx], self.M[idx])
-        J = objective(P, R, M, self.lam, torch, share)
-        G = dict(zip(P, torch.autograd.grad(J, list(P.values()))))
-        self.t += 1
-        with torch.no_grad(): self.P, self.S = adam({k: v.detach() for k, v in P.items()}, G, self.S, self.t, self.lr, torch)
+        self.opt.zero_grad(set_to_none=True)
+        J = objective(self.P, R, M, self.lam, torch, share)
+        J.backward(); self.opt.step()
         return float(J.detach())
 
     def codes(self) -> np.ndarray:
@@ -115,20 +116,20 @@ class _JaxEngine:
         self.P = {k: jnp.asarray(v) for k, v in P.items()}
         self.S = {s: {k: jnp.zeros_like(v) for k, v in self.P.items()} for s in ('m', 'v')}
         self.R, self.M = jnp.asarray(R), jnp.asarray(M)
-        def step(P, S, t, R, M, share):
+        def step(P, S, t, R, M, rows, share):
+            if rows is not None: R, M = R[rows], M[rows]          # the minibatch gathered inside the compiled step
             J, G = jax.value_and_grad(objective)(P, R, M, lam, jnp, share)
             P, S = adam(P, G, S, t, lr, jnp)
             return P, S, J
-        self._step = jax.jit(step)
+        self._step = jax.jit(step, donate_argnums=(0, 1))          # weights and moments updated in place
+        self._codes = jax.jit(lambda P, R: forward(P, R, jnp)[0])
 
     def step(self, rows: np.ndarray | None, share: float) -> float:
         self.t += 1
-        R, M = (self.R, self.M) if rows is None else (self.R[rows], self.M[rows])
-        self.P, self.S, J = self._step(self.P, self.S, self.t, R, M, share)
+        self.P, self.S, J = self._step(self.P, self.S, self.t, self.R, self.M, rows, share)
         return float(J)
 
-    def codes(self) -> np.ndarray:
-        H, _ = forward(self.P, self.R, self.jnp); return np.asarray(H)
+    def codes(self) -> np.ndarray: return np.asarray(self._codes(self.P, self.R))
 
     def params(self) -> dict: return {k: np.array(v) for k, v in self.P.items()}
 
@@ -270,15 +271,17 @@ def _item_mean_rmse(tr: Any, te: Any) -> float:
 
 # %% ../nbs/03a_autoencoder.ipynb #fa376834
 def nested_autorec(data: Any, splits: list, grid: list[dict], inner_frac: float = 0.1, seed: int = 0,
-                   progress: bool = False, **fit_kw) -> pd.DataFrame:
+                   progress: bool = False, fit: Any = None, **fit_kw) -> pd.DataFrame:
     """For each `(train_idx, test_idx)` of `splits`: fit every setting of `grid` (dicts of `fit_autorec` arguments) on
     the training part minus an inner `inner_frac` hold-out (`holdout_split(n, inner_frac, seed + 1 + j)`), with early
     stopping on that hold-out; refit the setting with the lowest hold-out RMSE on the whole training part for its best
     number of epochs; score the test part once (`metrics.evaluate`). One row per split, with the item-mean RMSE on the
     same test part, seconds per epoch and per fit, the load average when the split started and, per setting, the
-    hold-out RMSE curve (`curve {setting}`, one value per epoch)."""
+    hold-out RMSE curve (`curve {setting}`, one value per epoch). `fit`: the fitting function (default `fit_autorec`;
+    e.g. a `core.cached` wrapper of it, so that a later call with the same arguments reads the refit)."""
     if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
     clash = {'val', 'seed', 'progress'} & set(fit_kw)
+    fit = fit_autorec if fit is None else fit
     if clash: raise TypeError(f'nested_autorec sets {sorted(clash)} itself')
     rows = []
     for j, (tr_idx, te_idx) in enumerate(splits):
@@ -287,12 +290,12 @@ def nested_autorec(data: Any, splits: list, grid: list[dict], inner_frac: float 
         a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
         t0, inner = time.perf_counter(), []
         for g in grid:
-            m = fit_autorec(tr.subset(a), val=tr.subset(b), seed=seed + j, progress=progress, **{**fit_kw, **g})
+            m = fit(tr.subset(a), val=tr.subset(b), seed=seed + j, progress=progress, **{**fit_kw, **g})
             inner.append((m.history.val_rmse.min(), m.config['best_epoch'], m.history.val_rmse.tolist()))
         search = time.perf_counter() - t0
         k = int(np.argmin([r[0] for r in inner])); epochs = inner[k][1]
         kw = {**fit_kw, **grid[k], 'max_epochs': epochs, 'patience': None}
-        t0 = time.perf_counter(); m = fit_autorec(tr, seed=seed + j, progress=progress, **kw); refit = time.perf_counter() - t0
+        t0 = time.perf_counter(); m = fit(tr, seed=seed + j, progress=progress, **kw); refit = time.perf_counter() - t0
         e = evaluate(m, te)
         rows.append({'split': j, **grid[k], 'epochs': epochs, 'inner_rmse': inner[k][0],
                      **{f'inner {g}': r[0] for g, r in zip(map(str, grid), inner)},
@@ -301,3 +304,23 @@ def nested_autorec(data: Any, splits: list, grid: list[dict], inner_frac: float 
                      'refit_seconds': refit, 'search_seconds': search, 'load': load,
                      **{f'curve {g}': r[2] for g, r in zip(map(str, grid), inner)}})
     return pd.DataFrame(rows)
+
+# %% ../nbs/03a_autoencoder.ipynb #1721f42f
+FULL_FIT = dict(hidden=500, lr=1e-3, batch_size=256, max_epochs=80, patience=6, backend='jax')
+LAM_GRID = ({'lam': 100.0}, {'lam': 300.0})
+
+def protocols(n: dict[str, int]) -> dict[str, tuple[str, list, list[dict]]]:
+    """The report's protocols, name -> (dataset, splits, grid), for `n` = ratings per dataset ('100k', '1m'): the shared
+    5-fold splits of ML-100K and ML-1M (`kfold_splits(n, 5, seed=0)`) and one random 90/10 split of ML-1M."""
+    from thu_big_data_ml.data import kfold_splits
+    g = [dict(x) for x in LAM_GRID]
+    return {'ML-100K, 5-fold': ('100k', kfold_splits(n['100k'], 5, seed=0), g),
+            'ML-1M, 5-fold': ('1m', kfold_splits(n['1m'], 5, seed=0), g),
+            'ML-1M, 90/10': ('1m', [holdout_split(n['1m'], 0.1, seed=0)], g)}
+
+def results_fingerprint(train: dict, fit: dict) -> str:
+    "`core.data_fingerprint` of the ratings (`train`: dataset -> Interactions), the protocols built on them and `fit`."
+    from thu_big_data_ml.core import data_fingerprint
+    plan = protocols({v: len(t) for v, t in train.items()})
+    return data_fingerprint(*(train[v] for v in sorted(train)),
+                            [(name, v, [(a, b) for a, b in sp], g) for name, (v, sp, g) in plan.items()], sorted(fit.items()))
