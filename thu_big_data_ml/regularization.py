@@ -14,14 +14,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .metrics import (check_pairs, check_triples, rmse, score, unseen_info)
+from .metrics import (check_pairs, check_triples, evaluate, rmse, score, unseen_info)
 from .mf import (DivergenceWarning, divergence_reason, one_blas_thread)
 
 # %% auto #0
 __all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
            'regularized_loss', 'wals_weights', 'frequency_scale', 'lr_decay', 'lr_decay_schedule', 'observed_mse_torch',
            'l2_term_torch', 'gramian_term_torch', 'logistic_loss_torch', 'RegMF', 'p_sale', 'fit_regularized',
-           'fit_regularized_als']
+           'fit_regularized_als', 'regularizer_ablation', 'unobserved_stats', 'gramian_effect']
 
 # %% ../nbs/04_regularization.ipynb #e489267c
 def _jnp():
@@ -567,3 +567,76 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
         if best['P'] is None: raise FloatingPointError(f"the first ALS sweep gave a non-finite objective ({reason})")
         U, V, bu, bi = best['P']
     return _stop(snap(U, V, bu, bi, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized_als')
+
+# %% ../nbs/04_regularization.ipynb #c7e73909
+def regularizer_ablation(train: Any, val: Any, k: int, l2_grid, gram_grid, iters: int = 12, tol: float = 1e-4,
+                         paths: tuple = ('none', 'L2', 'Gramian', 'L2 + Gramian', 'L2 + WALS weights',
+                                         'L2, frequency-scaled'), progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Validation RMSE of each regularizer with its strength tuned on `val` (ALS, warm starts along each path).
+
+    The L2 path runs from the strongest to the weakest strength, the first fit from random factors; 'none' starts
+    from the weakest L2 fit; the Gramian, WALS and frequency-scaled paths start from the best L2 fit. Every fit stops
+    at `iters` sweeps or when J changes by less than `tol` relative. Returns the table (regularizer, best strength,
+    val RMSE, sweeps, fit seconds; one row per path in `paths`) and every fit, `{(regularizer, strength): RegMF}`."""
+    if 'L2' not in paths: raise ValueError("paths must include 'L2' (the other paths start from its best fit)")
+    fits, out, best = {}, [], {}
+    def fit(label, g, init, **kw):
+        t0 = time.perf_counter()
+        m = fit_regularized_als(train, k=k, iters=iters, tol=tol if init is not None else 0.0, init=init,
+                                progress=progress, **kw)
+        m.config['seconds'] = time.perf_counter() - t0
+        fits[label, g] = m
+        return m
+    def path(label, grid, init, **kw):
+        rows = []
+        for g in grid:
+            args = {key: (g if isinstance(v, str) and v == 'x' else v) for key, v in kw.items()}
+            m = fit(label, g, init, **args)
+            init = m
+            rows.append((g, float(evaluate(m, val)['rmse']), m))
+        g, rm, m = min(rows, key=lambda t: t[1])
+        best[label] = (g, m)
+        out.append({'regularizer': label, 'best strength': g, 'val RMSE': rm,
+                    'sweeps': int(sum(len(fits[label, gg].history) for gg, _, _ in rows)),
+                    'fit seconds': float(sum(fits[label, gg].config['seconds'] for gg, _, _ in rows))})
+    l2s = sorted(l2_grid, reverse=True)
+    path('L2', l2s, None, l2='x')
+    g2, m2 = best['L2']
+    if 'none' in paths: path('none', [0.0], fits['L2', l2s[-1]], l2=0.0, l2_bias=0.0)
+    if 'Gramian' in paths: path('Gramian', sorted(gram_grid), m2, l2=1e-3, gram='x')
+    if 'L2 + Gramian' in paths: path('L2 + Gramian', sorted(gram_grid), m2, l2=g2, gram='x')
+    if 'L2 + WALS weights' in paths:
+        u, i, _, N, M = _arrays(train)
+        path('L2 + WALS weights', [g2], m2, l2=g2, weights=wals_weights(u, i, N, M, 'user', 0.5))
+    if 'L2, frequency-scaled' in paths: path('L2, frequency-scaled', l2s, m2, l2='x', freq_alpha=0.5)
+    order = {p: n for n, p in enumerate(paths)}
+    tab = pd.DataFrame(out).sort_values('regularizer', key=lambda s: s.map(order)).reset_index(drop=True)
+    return tab, fits
+
+# %% ../nbs/04_regularization.ipynb #09f10cd9
+def unobserved_stats(m: RegMF, train: Any, n_pairs: int = 200_000, seed: int = 0, n_users: int = 2000) -> dict:
+    """What a fitted model predicts off the observed entries: mean and sd of the interaction part <U_u, V_i> and of the
+    score at `n_pairs` random unobserved pairs, and the mean popularity (training ratings) and number of distinct
+    items of the top-10 unrated items of the first `n_users` users."""
+    u, i, _, N, M = _arrays(train)
+    rng = np.random.default_rng(seed)
+    uu = rng.integers(0, N, n_pairs); ii = rng.integers(0, M, n_pairs)
+    keep = ~np.isin(uu * M + ii, u * M + i)
+    uu, ii = uu[keep], ii[keep]
+    inter = np.einsum('ij,ij->i', m.U[uu], m.V[ii])
+    pred = m.score(uu, ii)
+    pop = np.bincount(i, minlength=M)
+    users = np.arange(min(N, n_users))
+    S = m.U[users] @ m.V.T + (m.bi[None, :] if m.bi is not None else 0)
+    sel = u < len(users)
+    S[u[sel], i[sel]] = -np.inf
+    top = np.argpartition(-S, 10, axis=1)[:, :10]
+    return {'interaction mean': float(inter.mean()), 'interaction sd': float(inter.std()),
+            'prediction mean': float(pred.mean()), 'prediction sd': float(pred.std()),
+            'top-10 mean popularity': float(pop[top].mean()), 'top-10 distinct items': int(len(np.unique(top)))}
+
+def gramian_effect(fits: dict, train: Any, val: Any, grams=(1.0, 3.0)) -> list[dict]:
+    "`unobserved_stats` of the best L2 fit of `regularizer_ablation` and of its L2 + Gramian fits at `grams`."
+    l2 = min((g for lab, g in fits if lab == 'L2'), key=lambda g: evaluate(fits['L2', g], val)['rmse'])
+    ms = [(0.0, fits['L2', l2])] + [(g, fits['L2 + Gramian', g]) for g in grams if ('L2 + Gramian', g) in fits]
+    return [{'L2': l2, 'Gramian': g, 'val RMSE': evaluate(m, val)['rmse'], **unobserved_stats(m, train)} for g, m in ms]
