@@ -288,3 +288,21 @@ def test_fit_mf_cached_is_keyed_by_the_code(data, tmp_path, monkeypatch):
     np.testing.assert_array_equal(a.U, c.U)
     mf.fit_mf_cached(data, **kw)
     assert len(calls) == 2
+
+
+def test_choose_biased_mf_converges_and_picks_on_validation():
+    from thu_big_data_ml.mf import choose_biased_mf
+    d = make_data(n_users=60, n_items=40, density=0.4)
+    final, tab = choose_biased_mf(d, k=3, candidates=((10.0, 'uniform'), (1.0, 'uniform'), (0.1, 'count')), max_iter=200)
+    assert list(tab.columns) == ['lam', 'reg', 'val RMSE', 'sweeps', 'converged'] and tab.converged.all()
+    best = tab.loc[tab['val RMSE'].idxmin()]
+    assert (final.config['lam'], final.config['reg']) == (best.lam, best.reg)
+    assert final.config['converged'] and final.config['accel'] == 'anderson' and final.config['biased']
+
+
+def test_nested_cv_movielens_one_fold():
+    pytest.importorskip('recbole')
+    from thu_big_data_ml.mf import nested_cv_movielens
+    cv = nested_cv_movielens('100k', [(4, 10.0, 'uniform'), (4, 0.05, 'count')], max_folds=1, sweeps=3)
+    assert len(cv) == 1 and {'k', 'lam', 'reg', 'val RMSE', 'test RMSE'} <= set(cv.columns)
+    assert 0.85 < cv['test RMSE'].iloc[0] < 1.1

@@ -146,3 +146,49 @@ def test_bad_arguments():
     with pytest.raises(TypeError): fit_regularized_als(np.zeros((3, 3)), k=2)
     empty = Interactions(np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), None, 3, 3)
     with pytest.raises(ValueError): fit_regularized_als(empty, k=2)
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(gram=0.5, freq_alpha=0.5, weighted=True), dict(biased=False, gram=1.0, l2=0.0)])
+def test_compiled_block_solver_matches_reference(kw):
+    d = toy(n_users=45)                                  # users 40..44 have no ratings
+    if kw.pop('weighted', False): kw['weights'] = wals_weights(d.user, d.item, 45, 30, 'user', 0.5)
+    a = fit_regularized_als(d, k=3, iters=5, progress=False, backend='numpy', **kw)
+    b = fit_regularized_als(d, k=3, iters=5, progress=False, backend='numba', **kw)
+    assert np.abs(a.U - b.U).max() < 1e-4 and np.abs(a.V - b.V).max() < 1e-4
+    assert b.history.total_loss.iloc[-1] == pytest.approx(a.history.total_loss.iloc[-1], rel=1e-5)
+
+
+def test_warm_start_continues_the_fit_and_checks_shapes():
+    d = toy()
+    cold = fit_regularized_als(d, k=3, l2=0.3, iters=4, progress=False)
+    warm = fit_regularized_als(d, k=3, l2=0.3, iters=4, init=cold, progress=False)
+    long = fit_regularized_als(d, k=3, l2=0.3, iters=8, progress=False)
+    assert warm.config['warm_start'] and not cold.config['warm_start']
+    assert warm.history.total_loss.iloc[-1] == pytest.approx(long.history.total_loss.iloc[-1], rel=1e-4)
+    with pytest.raises(ValueError): fit_regularized_als(d, k=4, init=cold, progress=False)
+    with pytest.raises(TypeError): fit_regularized_als(d, k=3, init=(cold.U, cold.V), progress=False)
+    with pytest.raises(ValueError): fit_regularized_als(d, k=3, backend='cuda', progress=False)
+
+
+def test_one_blas_thread_limits_and_restores():
+    from threadpoolctl import threadpool_info
+    from thu_big_data_ml.mf import one_blas_thread
+    before = {x['filepath']: x['num_threads'] for x in threadpool_info() if x['user_api'] == 'blas'}
+    with one_blas_thread():
+        assert all(x['num_threads'] == 1 for x in threadpool_info() if x['user_api'] == 'blas')
+    after = {x['filepath']: x['num_threads'] for x in threadpool_info() if x['user_api'] == 'blas'}
+    assert all(after[p] == n for p, n in before.items())
+
+
+def test_regularizer_ablation_paths_and_reuse():
+    from thu_big_data_ml.regularization import regularizer_ablation, gramian_effect
+    tr, va = toy(n=1500, seed=1), toy(n=300, seed=2)
+    tab, fits = regularizer_ablation(tr, va, 3, [0.1, 0.3], [1.0, 3.0], iters=6)
+    assert list(tab.regularizer) == ['none', 'L2', 'Gramian', 'L2 + Gramian', 'L2 + WALS weights', 'L2, frequency-scaled']
+    assert not fits['L2', 0.3].config['warm_start'] and fits['L2', 0.1].config['warm_start']
+    assert all(len(m.history) <= 6 for m in fits.values())
+    best = tab.set_index('regularizer').loc['L2', 'best strength']
+    rows = gramian_effect(fits, tr, va)
+    assert [r['Gramian'] for r in rows] == [0.0, 1.0, 3.0] and rows[0]['L2'] == best
+    small, _ = regularizer_ablation(tr, va, 3, [0.1], [1.0], iters=3, paths=('L2', 'none'))
+    assert list(small.regularizer) == ['L2', 'none']

@@ -17,9 +17,9 @@ import pandas as pd
 from .metrics import check_pairs, check_triples, rmse, score, unseen_info
 
 # %% auto #0
-__all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'objective', 'init_factors', 'gradients', 'MFModel',
-           'one_blas_thread', 'DivergenceWarning', 'divergence_reason', 'gd_step_size', 'fit_mf', 'epoch_seconds',
-           'fit_mf_cached']
+__all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'BIASED_CANDIDATES', 'objective', 'init_factors',
+           'gradients', 'MFModel', 'one_blas_thread', 'DivergenceWarning', 'divergence_reason', 'gd_step_size',
+           'fit_mf', 'epoch_seconds', 'fit_mf_cached', 'choose_biased_mf', 'nested_cv_movielens']
 
 # %% ../nbs/03_matrix_factorization.ipynb #653aa203
 @dataclass
@@ -827,3 +827,54 @@ def fit_mf_cached(train: Any, **kw) -> MFModel:
     change to that code fits again."""
     from thu_big_data_ml.core import cached
     return cached(_fit_kw, deps=['mf'])(train, kw)
+
+BIASED_CANDIDATES = ((30.0, 'uniform'), (10.0, 'uniform'), (1.0, 'uniform'),
+                     (0.1, 'count'), (0.05, 'count'), (0.02, 'count'))
+
+def choose_biased_mf(train: Any, k: int, candidates=BIASED_CANDIDATES, max_iter: int = 60, tol: float = 1e-5,
+                     seed: int = 0, cache: bool = False) -> tuple[MFModel, pd.DataFrame]:
+    """Biased ALS with its penalty chosen on a validation split, then refitted: the one biased-MF number of the course
+    data. Every candidate `(lam, reg)` is fitted to convergence on 90% of `train` (`holdout_split(., 0.1, seed)`)
+    by Anderson-accelerated ALS (relative change of J below `tol`, at most `max_iter` sweeps), each penalty path
+    (`reg`) in the given order with warm starts; the best on the other 10% is refitted on all of `train`, starting
+    from its factors. `cache`: fits through `fit_mf_cached`. Returns (the refitted model, the table of candidates)."""
+    from thu_big_data_ml.data import holdout_split
+    from thu_big_data_ml.metrics import evaluate
+    fit = fit_mf_cached if cache else (lambda tr, **kw: fit_mf(tr, progress=False, **kw))
+    kw = dict(method='als', biased=True, accel='anderson', max_iter=max_iter, tol=tol, min_iter=2, seed=seed)
+    tr_idx, va_idx = holdout_split(len(train.rating), 0.1, seed=seed)
+    inner, valid = train.subset(tr_idx), train.subset(va_idx)
+    fits, prev = {}, {}
+    for lam, reg in candidates:
+        m = fit(inner, k=k, lam=lam, reg=reg, init=prev.get(reg), **kw)
+        fits[lam, reg], prev[reg] = m, (m.U, m.V)
+    tab = pd.DataFrame([{'lam': lam, 'reg': reg, 'val RMSE': evaluate(m, valid)['rmse'], 'sweeps': m.config['iters'],
+                         'converged': m.config['converged']} for (lam, reg), m in fits.items()])
+    lam, reg = tab.loc[tab['val RMSE'].idxmin(), ['lam', 'reg']]
+    sel = fits[lam, reg]
+    final = fit(train, k=k, lam=float(lam), reg=str(reg), init=(sel.U, sel.V), **kw)
+    return final, tab
+
+def nested_cv_movielens(variant: str, grid, max_folds: int = 5, sweeps: int = 15, tol: float = 1e-5,
+                        cache: bool = False) -> pd.DataFrame:
+    """Nested CV of biased ALS on MovieLens (`data.load_movielens(variant)`): on each of the first `max_folds` shared
+    folds (`kfold_splits(n, k=5, seed=0)`), choose (k, lam, reg) from `grid` on a 10% validation split of the fold's
+    training part (`holdout_split(., 0.1, seed=fold)`), refit on the whole training part, score the held-out fold
+    (`metrics.evaluate`). At most `sweeps` sweeps a fit, stopping at a relative change of J below `tol`;
+    `cache`: fits through `fit_mf_cached`. One row per fold."""
+    from thu_big_data_ml.data import holdout_split, kfold_splits, load_movielens
+    from thu_big_data_ml.metrics import evaluate
+    fit = fit_mf_cached if cache else (lambda tr, **kw: fit_mf(tr, progress=False, **kw))
+    ml = load_movielens(variant)
+    rows = []
+    for f, (tr, te) in enumerate(kfold_splits(len(ml.train), k=5, seed=0)[:max_folds]):
+        tr_set, te_set = ml.train.subset(tr), ml.train.subset(te)
+        itr, iva = holdout_split(len(tr_set), 0.1, seed=f)
+        inner_, valid_ = tr_set.subset(itr), tr_set.subset(iva)
+        scores = {(k, lam, reg): evaluate(fit(inner_, k=k, lam=lam, reg=reg, method='als', biased=True,
+                                              max_iter=sweeps, tol=tol), valid_)['rmse'] for k, lam, reg in grid}
+        k, lam, reg = min(scores, key=scores.get)
+        m = fit(tr_set, k=k, lam=lam, reg=reg, method='als', biased=True, max_iter=sweeps, tol=tol)
+        rows.append({'data': variant, 'fold': f, 'k': k, 'lam': lam, 'reg': reg, 'val RMSE': scores[(k, lam, reg)],
+                     'test RMSE': evaluate(m, te_set)['rmse'], 'fit seconds': m.history.seconds.iloc[-1]})
+    return pd.DataFrame(rows)
