@@ -134,3 +134,91 @@ def test_val_prediction_is_the_all_sample_posterior_mean(data):
     rm = score(m.val_prediction, data.rating)['rmse']           # clipped to (1, 5), as the curve
     assert rm == pytest.approx(m.history.val_rmse.iloc[-1], rel=1e-9)
     assert fit_bayes_mf(data, k=2, n_samples=3, burn_in=1, progress=False).val_prediction is None
+
+
+# --- issue 17: float32 kernels, chains started from the MAP fit, the MAP counterpart inside the nested CV -------------
+
+@pytest.mark.parametrize('implicit', [False, True])
+def test_float32_numba_chain_follows_float32_numpy_reference(data, implicit):
+    kw = dict(k=3, n_samples=8, burn_in=3, implicit=implicit, seed=5, val=data, progress=False, dtype='float32')
+    a = fit_bayes_mf(data, backend='numba', **kw)
+    b = fit_bayes_mf(data, backend='numpy', **kw)
+    # same draws; only the order of float32 sums differs (fastmath): agreement to single precision
+    np.testing.assert_allclose(a.history.train_rmse, b.history.train_rmse, rtol=2e-4)
+    np.testing.assert_allclose(a.predict(data.user, data.item), b.predict(data.user, data.item), atol=2e-3)
+
+
+def _split(d, frac=0.15, seed=0):
+    test = np.random.default_rng(seed).random(len(d)) < frac
+    return d.subset(np.flatnonzero(~test)), d.subset(np.flatnonzero(test))
+
+
+def test_map_start_float32_and_random_start_sample_the_same_posterior():
+    d = make_data(n_users=150, n_items=120, density=0.4, noise=0.3, seed=3)
+    tr, te = _split(d)
+    from thu_big_data_ml.mf import fit_mf
+    start = fit_mf(tr, k=6, lam=0.05, method='als', biased=True, reg='count', max_iter=10, progress=False)
+    ref = fit_bayes_mf(tr, k=4, n_samples=400, burn_in=100, val=te, clip=None, seed=1, progress=False)
+    fast = fit_bayes_mf(tr, k=4, n_samples=150, burn_in=20, val=te, clip=None, seed=2, progress=False, init=start,
+                        dtype='float32')
+    p_ref, p_fast = ref.val_prediction, fast.val_prediction
+    # posterior means agree within Monte Carlo error (far below the noise sd 0.3), and so do the RMSEs
+    assert np.sqrt(np.mean((p_ref - p_fast) ** 2)) < 0.05
+    assert abs(ref.history.val_rmse.iloc[-1] - fast.history.val_rmse.iloc[-1]) < 0.01
+    assert abs(ref.history.noise_sd.iloc[-50:].mean() - fast.history.noise_sd.iloc[-50:].mean()) < 0.02
+    # the MAP start is already near the posterior: the first sweep's train RMSE is near its end value, not ~1
+    assert fast.history.train_rmse.iloc[0] < ref.history.train_rmse.iloc[0]
+    assert fast.history.train_rmse.iloc[0] < 1.3 * fast.history.train_rmse.iloc[-20:].mean()
+    assert fast.config['dtype'] == 'float32' and fast.config['init'] == 'MFModel'
+
+
+def test_start_from_cuts_to_best_rank_k_and_pads():
+    from thu_big_data_ml.bayes import _start_from
+    from types import SimpleNamespace
+    r = np.random.default_rng(0)
+    U0, V0 = r.normal(size=(20, 6)), r.normal(size=(15, 6))
+    init = SimpleNamespace(U=U0, V=V0, mu=3.0, bu=np.ones(20), bi=np.zeros(15))
+    U, V, bu, bi = _start_from(init, 3, 3.5, 20, 15, r, 0.1)
+    X = U0 @ V0.T
+    a, s, bt = np.linalg.svd(X)
+    np.testing.assert_allclose(U @ V.T, (a[:, :3] * s[:3]) @ bt[:3], atol=1e-8)   # Eckart-Young: the best rank-3 part
+    np.testing.assert_allclose(bu, 0.5)                                             # mu 3.0 + 1 around the chain's 3.5
+    U, V, _, _ = _start_from(init, 8, 3.0, 20, 15, r, 0.1)
+    assert U.shape == (20, 8) and np.array_equal(U[:, :6], U0) and np.abs(U[:, 6:]).max() < 1
+
+
+def test_bad_init_and_dtype(data):
+    from types import SimpleNamespace
+    with pytest.raises(ValueError, match='init factors'):
+        fit_bayes_mf(data, n_samples=3, burn_in=0, progress=False,
+                     init=SimpleNamespace(U=np.zeros((data.n_users + 1, 2)), V=np.zeros((data.n_items, 2))))
+    with pytest.raises(ValueError, match='init.bu'):
+        fit_bayes_mf(data, n_samples=3, burn_in=0, progress=False,
+                     init=SimpleNamespace(U=np.zeros((data.n_users, 2)), V=np.zeros((data.n_items, 2)), bu=np.zeros(3)))
+    with pytest.raises(ValueError, match='NaN'):
+        fit_bayes_mf(data, n_samples=3, burn_in=0, progress=False,
+                     init=SimpleNamespace(U=np.full((data.n_users, 2), np.nan), V=np.zeros((data.n_items, 2))))
+    with pytest.raises(ValueError, match='dtype'):
+        fit_bayes_mf(data, n_samples=3, burn_in=0, progress=False, dtype='float16')
+
+
+def test_nested_cv_with_map_start_scores_the_map_counterpart_on_the_same_folds():
+    from thu_big_data_ml.data import holdout_split, kfold_splits
+    from thu_big_data_ml.mf import fit_mf
+    d = make_data(n_users=80, n_items=60, density=0.4, seed=4, discrete=True)
+    ms = dict(k=4, lams=(0.03, 0.3), max_iter=5)
+    tab = nested_cv_bayes(d, [{'k': 2}], n_folds=3, folds=[1], n_samples=12, burn_in=4, progress=False, map_start=ms,
+                          dtype='float32')
+    assert {'MAP lam', 'MAP test_rmse', 'map_seconds', 'sweep_cpu_ms'} <= set(tab.columns)
+    tr_idx, te_idx = kfold_splits(len(d), 3, 0)[1]
+    tr, te = d.subset(tr_idx), d.subset(te_idx)
+    a, b = holdout_split(len(tr), 0.1, seed=2)
+    fit = lambda x, lam: fit_mf(x, k=4, lam=lam, method='als', biased=True, reg='count', max_iter=5, tol=1e-6, progress=False)
+    inner = [evaluate(fit(tr.subset(a), lam), tr.subset(b))['rmse'] for lam in ms['lams']]
+    lam = ms['lams'][int(np.argmin(inner))]
+    assert tab['MAP lam'].iloc[0] == lam
+    assert tab['MAP test_rmse'].iloc[0] == pytest.approx(evaluate(fit(tr, lam), te)['rmse'])
+    with pytest.raises(ValueError, match='map_start'):
+        nested_cv_bayes(d, [{'k': 2}], map_start={'k': 4}, n_samples=3, burn_in=0, progress=False)
+    with pytest.raises(TypeError, match='init'):
+        nested_cv_bayes(d, [{'k': 2}], init=None, n_samples=3, burn_in=0, progress=False)

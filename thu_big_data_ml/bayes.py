@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .data import Interactions, holdout_split, kfold_splits
-from .metrics import RATING_RANGE, check_pairs, check_triples, score, unseen_info
+from .metrics import RATING_RANGE, check_pairs, check_triples, evaluate, score, unseen_info
+from .mf import fit_mf
 
 # %% auto #0
-__all__ = ['normal_gamma_draw', 'BayesMFModel', 'fit_bayes_mf', 'nested_cv_bayes']
+__all__ = ['NESTED_PLAN', 'NESTED_PLAN_SMALL', 'normal_gamma_draw', 'BayesMFModel', 'fit_bayes_mf', 'nested_cv_bayes',
+           'run_nested_plan']
 
 # %% ../nbs/10_bayesian_mf.ipynb #62d2c3eb
 def _rows_reference(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, mu_f, z, zb) -> None:
@@ -27,13 +29,14 @@ def _rows_reference(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, m
         lo, hi = indptr[a], indptr[a + 1]
         idx, Bl, m = perm[lo:hi], B[col[lo:hi]], hi - lo
         prec = alpha * m + lam_b
-        new = (alpha * (e[idx].sum() + m * bA[a]) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
-        e[idx] -= new - bA[a]; bA[a] = new
+        old = bA[a]
+        bA[a] = (alpha * (e[idx].sum() + m * old) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
+        e[idx] -= bA[a] - old                      # the stored (rounded) new value minus the old one
         for f in range(k):
-            h = Bl[:, f]; q = float(h @ h); s = float(h @ e[idx]) + A[a, f] * q
+            h = Bl[:, f]; q = float(h @ h); old = A[a, f]; s = float(h @ e[idx]) + old * q
             prec = alpha * q + lam_f[f]
-            new = (alpha * s + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
-            e[idx] -= (new - A[a, f]) * h; A[a, f] = new
+            A[a, f] = (alpha * s + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
+            e[idx] -= (A[a, f] - old) * h
 
 def _implicit_reference(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha, lam_y, mu_y, zr) -> None:
     "Plain NumPy implicit phase: draw every y[j, f] (dimension by dimension), keep P = implicit user offsets and e in sync."
@@ -46,8 +49,8 @@ def _implicit_reference(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha,
             us = row_i[ip_i[j]:ip_i[j + 1]]; z = zu[us]
             prec = lam_y[f] + alpha * float((z * z * q[us]).sum())
             num = lam_y[f] * mu_y[f] + alpha * float((z * (g[us] + Y[j, f] * z * q[us])).sum())
-            new = num / prec + zr[j, f] / math.sqrt(prec)
-            d = new - Y[j, f]; Y[j, f] = new
+            old = Y[j, f]; Y[j, f] = num / prec + zr[j, f] / math.sqrt(prec)
+            d = float(Y[j, f] - old)
             g[us] -= z * d * q[us]; delta[us] += z * d
         P[:, f] += delta
         for u in range(nu):
@@ -72,30 +75,30 @@ def _kernels() -> dict:
     @jit
     def rows(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, mu_f, z, zb):
         n, k = A.shape
+        BT = np.ascontiguousarray(B.T)                        # k x n_B: the gather below reads one short row per f
+        zero = np.zeros(1, e.dtype)[0]                       # accumulators in the data's precision (float32 or float64)
         for a in prange(n):
             lo, hi = indptr[a], indptr[a + 1]
             m = hi - lo
-            Bl = np.empty((k, m)); el = np.empty(m)          # the row's item factors (transposed) and residuals, contiguous
-            for jj in range(m):
-                el[jj] = e[perm[lo + jj]]
-                b = col[lo + jj]
-                for f in range(k): Bl[f, jj] = B[b, f]
-            s = 0.0
+            Bl = np.empty((k, m), e.dtype); el = np.empty(m, e.dtype)   # the row's factors (transposed), residuals
+            for jj in range(m): el[jj] = e[perm[lo + jj]]
+            for f in range(k):
+                for jj in range(m): Bl[f, jj] = BT[f, col[lo + jj]]
+            s = zero
             for jj in range(m): s += el[jj]
             prec = alpha * m + lam_b
-            new = (alpha * (s + m * bA[a]) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
-            d = new - bA[a]
+            old = bA[a]
+            bA[a] = (alpha * (s + m * old) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
+            d = bA[a] - old
             for jj in range(m): el[jj] -= d
-            bA[a] = new
             for f in range(k):
-                s = 0.0; q = 0.0; old = A[a, f]
+                s = zero; q = zero; old = A[a, f]
                 for jj in range(m):
                     h = Bl[f, jj]; q += h * h; s += h * el[jj]
                 prec = alpha * q + lam_f[f]
-                new = (alpha * (s + old * q) + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
-                d = new - old
+                A[a, f] = (alpha * (s + old * q) + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
+                d = A[a, f] - old
                 for jj in range(m): el[jj] -= d * Bl[f, jj]
-                A[a, f] = new
             for jj in range(m): e[perm[lo + jj]] = el[jj]
 
     @jit
@@ -114,9 +117,8 @@ def _kernels() -> dict:
                     u = row_i[j]; zz = zu[u]
                     prec += alpha * zz * zz * q[u]
                     num += alpha * zz * (g[u] + old * zz * q[u])
-                new = num / prec + zr[jt, f] / math.sqrt(prec)
-                d = new - old
-                Y[jt, f] = new
+                Y[jt, f] = num / prec + zr[jt, f] / math.sqrt(prec)
+                d = Y[jt, f] - old
                 for j in range(ip_i[jt], ip_i[jt + 1]):
                     u = row_i[j]; zz = zu[u]
                     g[u] -= zz * d * q[u]; delta[u] += zz * d
@@ -225,14 +227,50 @@ def _check_fit_args(k, n_samples, burn_in, keep, backend) -> None:
     if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 # %% ../nbs/10_bayesian_mf.ipynb #88e2a27b
+def _start_from(init: Any, k: int, mu: float, nu: int, ni: int, rng: np.random.Generator, init_std: float):
+    "(U, V, bu, bi) of a point estimate `init` (attributes U, V and optionally mu, bu, bi), as a rank-k start around `mu`."
+    U0, V0 = (np.asarray(getattr(init, x), np.float64) for x in ('U', 'V'))
+    if U0.ndim != 2 or V0.ndim != 2 or U0.shape[0] != nu or V0.shape[0] != ni or U0.shape[1] != V0.shape[1]:
+        raise ValueError(f'init factors must be {nu} x r and {ni} x r, got {U0.shape} and {V0.shape}')
+    def side(name, n):
+        b = getattr(init, name, None)
+        b = np.zeros(n) if b is None else np.asarray(b, np.float64)
+        if b.shape != (n,): raise ValueError(f'init.{name} must have {n} entries, got shape {b.shape}')
+        return b
+    bu, bi = side('bu', nu), side('bi', ni)
+    if not all(np.isfinite(x).all() for x in (U0, V0, bu, bi)): raise ValueError('init holds NaN/inf factors or biases')
+    bu = bu + (float(getattr(init, 'mu', 0.0) or 0.0) - mu)     # the same predictions around this chain's mu
+    r = U0.shape[1]
+    if r > k:                                                   # best rank-k part of U0 V0^T
+        Qu, Ru = np.linalg.qr(U0); Qv, Rv = np.linalg.qr(V0)
+        X, sv, Yt = np.linalg.svd(Ru @ Rv.T)
+        root = np.sqrt(sv[:k])
+        U, V = Qu @ (X[:, :k] * root), Qv @ (Yt[:k].T * root)
+    else:
+        U = np.hstack([U0, rng.normal(0, init_std, (nu, k - r))]); V = np.hstack([V0, rng.normal(0, init_std, (ni, k - r))])
+    return U, V, bu, bi
+
+def _map_fit(d: Interactions, k: int, lam: float, max_iter: int):
+    "The MAP biased ALS of chapter 03 (reg='count'): the point estimate a chain starts from and is compared with."
+    return fit_mf(d, k=k, lam=lam, method='als', biased=True, reg='count', max_iter=max_iter, tol=1e-6, progress=False)
+
+def _residuals(r, mu, U, V, bu, bi, u, i, dtype) -> np.ndarray:
+    return (r.astype(np.float64) - mu - _predict_reference(U.astype(np.float64), V.astype(np.float64), 0.0, bu.astype(np.float64),
+                                        bi.astype(np.float64), u, i)).astype(dtype)
+
+# %% ../nbs/10_bayesian_mf.ipynb #d5308f49
 def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 50, implicit: bool = False,
                  seed: int = 0, val: Any = None, keep: int = 100, init_std: float = 0.1,
-                 clip: tuple[float, float] | None = RATING_RANGE, backend: str = 'numba', progress: bool = True) -> BayesMFModel:
+                 clip: tuple[float, float] | None = RATING_RANGE, backend: str = 'numba', progress: bool = True,
+                 init: Any = None, dtype: str = 'float64') -> BayesMFModel:
     """Bayesian biased MF by coordinate-wise Gibbs sampling (BPMF-style per-dimension Normal-Gamma priors, Gamma noise
     precision; optional SVD++-style implicit user term). Returns the posterior mean predictor over the samples after
     `burn_in` (thinned to at most `keep`). `val` is only scored (running posterior mean, `metrics.score` with `clip`),
-    never fitted. A non-finite chain raises `FloatingPointError`."""
+    never fitted. `init`: a point estimate to start from (e.g. an `mf.MFModel`); `dtype`: 'float64' or 'float32'
+    kernels. A non-finite chain raises `FloatingPointError`."""
     _check_fit_args(k, n_samples, burn_in, keep, backend)
+    if dtype not in ('float64', 'float32'): raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    dt = np.dtype(dtype)
     t = check_triples(train, 'train')
     v = None if val is None else check_triples(val, 'val')
     if v is not None and (v.n_users != t.n_users or v.n_items != t.n_items):
@@ -243,36 +281,46 @@ def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 5
     mu = float(r.mean())
     ip_u, ou = _csr(u, i, nu); ip_i, oi = _csr(i, u, ni)
     col_u, row_i = i[ou], u[oi]
-    cnt = np.diff(ip_u); zu = np.where(cnt > 0, 1 / np.sqrt(np.maximum(cnt, 1)), 0.0)
+    cnt = np.diff(ip_u); zu = np.where(cnt > 0, 1 / np.sqrt(np.maximum(cnt, 1)), 0.0).astype(dt)
     user_count, item_count = cnt.astype(np.int64), np.diff(ip_i).astype(np.int64)
-    U = rng.normal(0, init_std, (nu, k)); V = rng.normal(0, init_std, (ni, k))
-    Y = np.zeros((ni, k)); P = np.zeros((nu, k)); bu = np.zeros(nu); bi = np.zeros(ni)
-    e = r - mu - _predict_reference(U, V, 0.0, bu, bi, u, i)
-    alpha = 1.0
     hyp = dict(U=(np.ones(k), np.zeros(k)), V=(np.ones(k), np.zeros(k)), Y=(np.full(k, 10.0), np.zeros(k)),
                bu=(np.ones(1), np.zeros(1)), bi=(np.ones(1), np.zeros(1)))
+    if init is None:
+        U = rng.normal(0, init_std, (nu, k)).astype(dt); V = rng.normal(0, init_std, (ni, k)).astype(dt)
+        bu = np.zeros(nu, dt); bi = np.zeros(ni, dt)
+        e = (r - mu - _predict_reference(U, V, 0.0, bu, bi, u, i)).astype(dt)
+        alpha = 1.0
+    else:                     # a point estimate: prior parameters and noise precision drawn from it, not from 1
+        U, V, bu, bi = (x.astype(dt) for x in _start_from(init, k, mu, nu, ni, rng, init_std))
+        e = _residuals(r, mu, U, V, bu, bi, u, i, dt)
+        hyp.update(U=normal_gamma_draw(rng, U), V=normal_gamma_draw(rng, V), bu=normal_gamma_draw(rng, bu),
+                   bi=normal_gamma_draw(rng, bi))
+        alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + float(np.dot(e, e)) / 2)))
+    Y = np.zeros((ni, k), dt); P = np.zeros((nu, k), dt)
     thin = max(1, math.ceil((n_samples - burn_in) / keep))
     kept = dict(W=[], V=[], bu=[], bi=[])
     acc = np.zeros(len(v)) if v is not None else None
     if v is not None:   # once, not per sweep: the val pairs and which of them have an unseen side
         vu, vi = v.user, v.item
         vsu, vsi, _ = unseen_info(vu, vi, user_count, item_count)
-    n_acc, rows_, spent = 0, [], 0.0
+    n_acc, rows_, spent, cpu = 0, [], 0.0, 0.0
     from tqdm.auto import tqdm
     bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress, leave=False)
     for s in bar:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         (lu, mu_u), (lv, mu_v), (ly, mu_y) = hyp['U'], hyp['V'], hyp['Y']
         K['rows'](ip_u, col_u, ou, e, U, bu, V, alpha, hyp['bu'][0][0], hyp['bu'][1][0], lu, mu_u,
-                  rng.standard_normal((nu, k)), rng.standard_normal(nu))
+                  rng.standard_normal((nu, k), dt), rng.standard_normal(nu, dt))
         K['rows'](ip_i, row_i, oi, e, V, bi, U + P if implicit else U, alpha, hyp['bi'][0][0], hyp['bi'][1][0], lv, mu_v,
-                  rng.standard_normal((ni, k)), rng.standard_normal(ni))
+                  rng.standard_normal((ni, k), dt), rng.standard_normal(ni, dt))
         if implicit:
-            K['implicit'](ip_u, col_u, ou, ip_i, row_i, e, V, Y, P, zu, alpha, ly, mu_y, rng.standard_normal((ni, k)))
+            K['implicit'](ip_u, col_u, ou, ip_i, row_i, e, V, Y, P, zu, alpha, ly, mu_y, rng.standard_normal((ni, k), dt))
             hyp['Y'] = normal_gamma_draw(rng, Y)
+        if dt == np.float32 and s % 64 == 63:   # single precision: recompute the maintained residuals (no drift)
+            e = _residuals(r, mu, U + P, V, bu, bi, u, i, dt)
         hyp['U'] = normal_gamma_draw(rng, U); hyp['V'] = normal_gamma_draw(rng, V)
         hyp['bu'] = normal_gamma_draw(rng, bu); hyp['bi'] = normal_gamma_draw(rng, bi)
-        sse = float(e @ e)
+        sse = float(np.einsum('i,i->', e, e, dtype=np.float64))   # no BLAS threads for one dot product
         alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + sse / 2)))
         _check_state(s, sse, alpha, hyp)
         W = U + P
@@ -281,18 +329,19 @@ def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 5
                 raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: non-finite factors or biases')
             kept['W'].append(W.astype(np.float32)); kept['V'].append(V.astype(np.float32))
             kept['bu'].append(bu.astype(np.float32)); kept['bi'].append(bi.astype(np.float32))
-        spent += time.perf_counter() - t0
+        spent += time.perf_counter() - t0; cpu += time.process_time() - c0
         vr = np.nan
         if acc is not None and s >= burn_in:
             acc += _fallback_fix(K['predict'](W, V, mu, bu, bi, vu, vi), mu, bu, bi, vu, vi, vsu, vsi); n_acc += 1
             vr = score(acc / n_acc, v.rating, clip)['rmse']
             bar.set_postfix(val=f'{vr:.4f}')
-        rows_.append((s, spent, math.sqrt(sse / len(r)), 1 / math.sqrt(alpha), float(hyp['U'][0].mean()),
+        rows_.append((s, spent, cpu, math.sqrt(sse / len(r)), 1 / math.sqrt(alpha), float(hyp['U'][0].mean()),
                       float(hyp['V'][0].mean()), vr))
     bar.close()
-    hist = pd.DataFrame(rows_, columns=['sample', 'seconds', 'train_rmse', 'noise_sd', 'lam_U', 'lam_V', 'val_rmse'])
+    hist = pd.DataFrame(rows_, columns=['sample', 'seconds', 'cpu_seconds', 'train_rmse', 'noise_sd', 'lam_U', 'lam_V',
+                                        'val_rmse'])
     cfg = dict(k=int(k), n_samples=int(n_samples), burn_in=int(burn_in), implicit=bool(implicit), seed=seed, thin=thin,
-               backend=backend)
+               backend=backend, dtype=dtype, init=None if init is None else type(init).__name__)
     vp = acc / max(n_acc, 1) if acc is not None else None
     return BayesMFModel(mu, *(np.stack(kept[x]) for x in ('W', 'V', 'bu', 'bi')), hist, cfg, vp, user_count, item_count)
 
@@ -306,15 +355,25 @@ def _fold_rmse(m: BayesMFModel, d: Interactions, clip, where: str) -> float:
 
 def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
                     folds: list[int] | None = None, progress: bool = True, clip: tuple[float, float] | None = RATING_RANGE,
-                    **fit_kw) -> pd.DataFrame:
+                    map_start: dict | None = None, refit_kw: dict | None = None, **fit_kw) -> pd.DataFrame:
     """Nested CV of `fit_bayes_mf`: per outer fold (the shared `kfold_splits(n, n_folds, seed)`), choose the setting of
     `grid` (dicts of fit arguments) with the lowest RMSE on an inner `inner_frac` split of the outer training part,
     refit it on the whole outer training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`) of
     the posterior mean over all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf score
-    is an error naming the fold. One row per fold, with seconds. Cache it with `core.cached(nested_cv_bayes, ignore=['progress'])`."""
+    is an error naming the fold. One row per fold, with seconds. Cache it with `core.cached(nested_cv_bayes, ignore=['progress'])`.
+
+    `map_start` (e.g. `dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)`): per fold, also run the MAP counterpart, biased
+    ALS with its `lam` chosen on the same inner split (`metrics.evaluate`), refitted and scored once (columns `MAP lam`,
+    `MAP test_rmse`), and start every inner chain from the chosen inner MAP fit, the refit chain from the MAP refit.
+    `refit_kw`: fit arguments that replace `fit_kw` for the refit only (e.g. a longer chain than the inner search's)."""
     if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
     if not 0 < inner_frac < 1: raise ValueError(f'inner_frac must be in (0, 1), got {inner_frac!r}')
-    clash = {'seed', 'val', 'progress'} & set(fit_kw)
+    if map_start is not None:
+        extra = set(map_start) - {'k', 'lams', 'max_iter'}
+        if extra or not map_start.get('lams'): raise ValueError(f"map_start needs 'lams' (and optional 'k', 'max_iter'), "
+                                                                f"got {sorted(map_start)}")
+    refit_kw = dict(refit_kw or {})
+    clash = {'seed', 'val', 'progress', 'init'} & (set(fit_kw) | set(refit_kw))
     if clash: raise TypeError(f'nested_cv_bayes sets {sorted(clash)} itself')
     splits = kfold_splits(len(data), n_folds, seed)
     todo = list(range(n_folds) if folds is None else folds)
@@ -326,16 +385,44 @@ def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inne
         tr, te = data.subset(tr_idx), data.subset(te_idx)
         a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
         itr, iva = tr.subset(a), tr.subset(b)
+        start_in = start_tr = None; map_row = {}
+        if map_start is not None:
+            t0 = time.perf_counter()
+            mk, lams, mit = map_start.get('k', 50), list(map_start['lams']), map_start.get('max_iter', 15)
+            fits = [_map_fit(itr, mk, lam, mit) for lam in lams]
+            score_in = [evaluate(f, iva, clip)['rmse'] for f in fits]
+            lam = lams[int(np.argmin(score_in))]
+            start_in, start_tr = fits[int(np.argmin(score_in))], _map_fit(tr, mk, lam, mit)
+            map_row = {'MAP lam': lam, 'MAP test_rmse': evaluate(start_tr, te, clip)['rmse'],
+                       'map_seconds': time.perf_counter() - t0}
         t0 = time.perf_counter(); inner = []
         for n, g in enumerate(grid):
-            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, **{**fit_kw, **g})
+            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, init=start_in, **{**fit_kw, **g})
             inner.append(_fold_rmse(m, iva, clip, f'fold {j}, inner validation of setting {n} {g}'))
         search = time.perf_counter() - t0
         best = grid[int(np.argmin(inner))]
         t0 = time.perf_counter()
-        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, **{**fit_kw, **best})
+        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, init=start_tr, **{**fit_kw, **refit_kw, **best})
         refit = time.perf_counter() - t0
+        h = m.history
         rows.append({'fold': j, **best, 'inner_val_rmse': min(inner), 'test_rmse': _fold_rmse(m, te, clip, f'fold {j}, test'),
                      **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search, 'refit_seconds': refit,
-                     'sweep_ms': 1000 * m.history.seconds.iloc[-1] / len(m.history)})
+                     'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h), 'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h),
+                     **map_row})
     return pd.DataFrame(rows)
+
+# %% ../nbs/10_bayesian_mf.ipynb #d83b338e
+NESTED_PLAN = {
+    '100k': dict(grid=[{'k': 16}, {'k': 32}, {'k': 16, 'implicit': True}], n_samples=150, burn_in=20,
+                 refit_kw=dict(n_samples=300, burn_in=20), dtype='float32',
+                 map_start=dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)),
+    '1m': dict(grid=[{'k': 32}, {'k': 64}], n_samples=60, burn_in=10, refit_kw=dict(n_samples=150, burn_in=15),
+               dtype='float32', map_start=dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)),
+}
+NESTED_PLAN_SMALL = {'100k': dict(grid=[{'k': 4}, {'k': 8}], n_samples=30, burn_in=5, refit_kw=dict(n_samples=40, burn_in=5),
+                                  dtype='float32', map_start=dict(k=10, lams=(0.03, 0.08), max_iter=5))}
+
+def run_nested_plan(data: Interactions, plan: dict, folds: list[int] | None = None, progress: bool = False) -> pd.DataFrame:
+    "`nested_cv_bayes` of `data` under `plan` (an entry of `NESTED_PLAN`) on the shared 5 folds (`folds`: a subset)."
+    return nested_cv_bayes(data, plan['grid'], 5, 0.1, 0, folds, progress,
+                           **{x: v for x, v in plan.items() if x != 'grid'})
