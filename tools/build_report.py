@@ -207,7 +207,8 @@ def machine_description() -> str:
 
 # ----------------------------------------------------------------------------- execution (nbclient + joblib)
 
-_PKG_IMPORT = re.compile(r'(?:from|import)\s+(?:thu_big_data_ml\.|\.)(\w+)|from\s+thu_big_data_ml\s+import\s+([\w, ()]+)')
+_PKG_IMPORT = re.compile(r'(?:from|import)\s+(?:thu_big_data_ml\.|\.)(\w+)'
+                         r'|from\s+thu_big_data_ml\s+import\s+([\w, ()]+)')
 
 
 def _imported_modules(text: str) -> set[str]:
@@ -289,7 +290,8 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
         i = current['index']
         cell = nb.cells[i] if i is not None and i < len(nb.cells) else None
         err = next((o for o in (cell.outputs if cell is not None else []) if o.get('output_type') == 'error'), None)
-        what = f"{err['ename']}: {err['evalue']}" if err else f'{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}'
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ''
+        what = f"{err['ename']}: {err['evalue']}" if err else f'{type(e).__name__}: {last}'
         nb.cells.pop(0)
         if nb.cells and nb.cells[-1].source.startswith(INFO_MARK):
             nb.cells.pop()
@@ -565,7 +567,8 @@ def describe_datasets(info: dict, detail: bool = True) -> str:
         if detail and d.get('n_users') and d.get('n_items'):
             size = f", {d['n_users']:,} users x {d['n_items']:,} items"
             if d.get('n_train'):
-                size += f", {d['n_train']:,} train" + (f" / {d['n_test']:,} test" if d.get('n_test') else '') + ' ratings'
+                test = f" / {d['n_test']:,} test" if d.get('n_test') else ''
+                size += f", {d['n_train']:,} train{test} ratings"
         out.append(f"{d['name']} ({label.get(d['source'], d['source'])}{size})")
     return '; '.join(out)
 
@@ -767,11 +770,15 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
         body, nfig = render_chapter_body(ch['nb'], ch['stem'])
         ch['figures'] = nfig
         info = ch['info']
-        prev_ = f'<a href="{chapters[i-1]["stem"]}.html">&larr; {html.escape(chapters[i-1]["title"])}</a>' if i else '<a href="index.html">&larr; Overview</a>'
-        next_ = f'<a href="{chapters[i+1]["stem"]}.html">{html.escape(chapters[i+1]["title"])} &rarr;</a>' if i + 1 < len(chapters) else '<span></span>'
-        meta = (f'<div class="meta">Source: <code>nbs/{ch["stem"]}.ipynb</code>, executed {info.get("executed_at", "?")} '
+        prev_ = (f'<a href="{chapters[i-1]["stem"]}.html">&larr; {html.escape(chapters[i-1]["title"])}</a>' if i
+                 else '<a href="index.html">&larr; Overview</a>')
+        next_ = (f'<a href="{chapters[i+1]["stem"]}.html">{html.escape(chapters[i+1]["title"])} &rarr;</a>'
+                 if i + 1 < len(chapters) else '<span></span>')
+        meta = (f'<div class="meta">Source: <code>nbs/{ch["stem"]}.ipynb</code>, '
+                f'executed {info.get("executed_at", "?")} '
                 f'in {info.get("seconds", 0):.1f} s{" (scale " + info["scale"] + ")" if info.get("scale") else ""}. '
-                f'Data: {html.escape(describe_datasets(info))}. Machine: {html.escape(describe_machine(info, machine))}.</div>')
+                f'Data: {html.escape(describe_datasets(info))}. '
+                f'Machine: {html.escape(describe_machine(info, machine))}.</div>')
         body += meta + f'<div class="pager">{prev_}{next_}</div>'
         out = site / f'{ch["stem"]}.html'
         out.write_text(page_html(ch['title'], body, nav_html(chapters, ch['stem']), 'assets', assets['math'],
@@ -783,7 +790,8 @@ def build_site(records: list[dict], site: Path, settings: dict, machine: str, pd
         f'<tr><td>{c["order"]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a>'
         f'<br><span class="muted">{_inline_md(c["summary"])}</span></td>'
         f'<td data-has-math>{md2html(c["headline"]) if c["headline"] else "&mdash;"}</td>'
-        f'<td>{html.escape(describe_datasets(c["info"], detail=False))}</td><td>{c["info"].get("seconds", 0):.0f} s</td></tr>'
+        f'<td>{html.escape(describe_datasets(c["info"], detail=False))}</td>'
+        f'<td>{c["info"].get("seconds", 0):.0f} s</td></tr>'
         for c in chapters)
     total = sum(c['info'].get('seconds', 0) for c in chapters)
     index_intro = _index_intro(records)
@@ -840,7 +848,8 @@ def pandoc_path() -> str:
 
 def _html_table_to_md(h: str, pandoc: str) -> str:
     h = re.sub(r'<style.*?</style>', '', h, flags=re.S)
-    r = subprocess.run([pandoc, '-f', 'html', '-t', 'markdown-raw_html-native_divs-native_spans-fenced_divs-bracketed_spans'],
+    r = subprocess.run([pandoc, '-f', 'html',
+                        '-t', 'markdown-raw_html-native_divs-native_spans-fenced_divs-bracketed_spans'],
                        input=h, capture_output=True, text=True, timeout=60)
     return r.stdout if r.returncode == 0 else ''
 
@@ -892,7 +901,8 @@ def chapter_markdown(nb, ch: dict, media: Path, fig_jobs: list, pandoc: str, pdf
         show_code, show_out = cell_visibility(cell)
         code = strip_directives(cell.source)
         if show_code and code and (pdf_code == 'all' or (pdf_code == 'analysis' and not is_export_cell(cell))):
-            out.append(_fence(code, 60).replace('```\n', '```python\n', 1) if not code.startswith('`') else _fence(code, 60))
+            fenced = _fence(code, 60)
+            out.append(fenced.replace('```\n', '```python\n', 1) if not code.startswith('`') else fenced)
         if not show_out:
             continue
         for o in cell.get('outputs', []):
@@ -974,7 +984,8 @@ def _placeholder_pngs(paths: list[Path]) -> None:
     for p in paths:
         fig, ax = plt.subplots(figsize=(6, 1.2))
         ax.axis('off')
-        ax.text(0.5, 0.5, 'interactive figure: see the HTML report\n(static export needs Chromium)', ha='center', va='center')
+        ax.text(0.5, 0.5, 'interactive figure: see the HTML report\n(static export needs Chromium)',
+                ha='center', va='center')
         fig.savefig(p, dpi=100)
         plt.close(fig)
 
@@ -1008,8 +1019,8 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
             shutil.copyfile(f, dst)
     title = settings.get('report_title') or 'Low-rank recommender methods'
     when = dt.datetime.now(dt.UTC).strftime('%Y-%m-%d')
-    prov_rows = '\n'.join(f'| {c["order"]} | {c["title"]} | {describe_datasets(c["info"], detail=False)} | {c["info"].get("seconds", 0):.0f} s |'
-                          for c in chapters)
+    prov_rows = '\n'.join(f'| {c["order"]} | {c["title"]} | {describe_datasets(c["info"], detail=False)} '
+                          f'| {c["info"].get("seconds", 0):.0f} s |' for c in chapters)
     code_note = (' Library code (cells exported to the package) is omitted here; the HTML site shows it.'
                  if pdf_code == 'analysis' else '')
     front = (f'**Provenance.** Every figure and number in this report comes from executing the notebooks on {when} '
@@ -1097,7 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description='Build the report (HTML site + one PDF) from the executed notebooks.')
     ap.add_argument('--nbs', default=str(ROOT / 'nbs'), help='notebook folder (default nbs/)')
     ap.add_argument('--site', default=str(ROOT / '_site'), help='output folder of the HTML site (default _site/)')
-    ap.add_argument('--build', default=str(ROOT / '_report'), help='work folder: cache, executed notebooks, PDF sources')
+    ap.add_argument('--build', default=str(ROOT / '_report'),
+                    help='work folder: cache, executed notebooks, PDF sources')
     ap.add_argument('--only', nargs='*', help='only notebooks whose file name contains one of these strings')
     ap.add_argument('--force', action='store_true', help='re-execute notebooks even when cached')
     ap.add_argument('--no-pdf', action='store_true')
@@ -1137,7 +1149,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_pdf:
             build_pdf(records, chapters, build, site / PDF_NAME, settings, machine, have_chromium, a.pdf_code)
         (build / 'chapters.json').write_text(json.dumps(
-            [{k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()} for c in chapters], indent=1), encoding='utf-8')
+            [{k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()} for c in chapters], indent=1),
+            encoding='utf-8')
         ok = True if a.no_check else browser_check(site, chapters, strict=False)
     except BuildError as e:
         log(f'REPORT BUILD FAILED: {e}')

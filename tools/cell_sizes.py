@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     per_nb = {}
     for nb, _, n in cells: per_nb.setdefault(nb, []).append(n)
     for nb, ns in per_nb.items():
-        print(f'  {nb:40s} {len(ns):3d} cells  median {statistics.median(ns):5.0f}  max {max(ns):4d}  over: {sum(n > a.max for n in ns)}')
+        print(f'  {nb:40s} {len(ns):3d} cells  median {statistics.median(ns):5.0f}  max {max(ns):4d}  '
+              f'over: {sum(n > a.max for n in ns)}')
     for nb, i, n in over[:30]: print(f'  over: {nb} cell {i}: {n} lines')
     return 1 if over else 0
 

@@ -35,7 +35,8 @@ _PROBE_JS = r"""(() => {
   return JSON.stringify({
     ready: document.readyState,
     plotly_divs: document.querySelectorAll('.plotly-figure').length,
-    plotly_svgs: Array.from(document.querySelectorAll('.plotly-figure')).filter(d => d.querySelector('svg.main-svg')).length,
+    plotly_svgs: Array.from(document.querySelectorAll('.plotly-figure'))
+      .filter(d => d.querySelector('svg.main-svg')).length,
     plotly_drawn: document.querySelectorAll('.plotly-figure .js-plotly-plot').length,
     math_expected: document.querySelectorAll('[data-has-math]').length,
     math_rendered: document.querySelectorAll('.MathJax_SVG, .MathJax_SVG_Display, mjx-container').length,
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in check_pages(a.pages, a.out, timeout=a.timeout):
         probs = rep.problems()
         p = rep.probe
-        print(f"{'OK  ' if not probs else 'FAIL'} {rep.url}: {p.get('plotly_svgs', 0)}/{p.get('plotly_divs', 0)} plots drawn, "
+        print(f"{'OK  ' if not probs else 'FAIL'} {rep.url}: "
+              f"{p.get('plotly_svgs', 0)}/{p.get('plotly_divs', 0)} plots drawn, "
               f"{p.get('math_rendered', 0)} formulas typeset, {len(rep.requests)} requests "
               f"({len(rep.remote_requests)} remote, {len(rep.failed_requests)} failed)"
               + (f', screenshot {rep.screenshot}' if rep.screenshot else ''))
