@@ -42,6 +42,19 @@ def test_autodiff_matches_hand_derived_gradients(small):
             np.testing.assert_allclose(np.asarray(gj[k]), ref[k], rtol=0, atol=1e-5 * scale)
 
 
+def test_gradients_stay_finite_when_the_sigmoid_saturates():
+    "sigmoid written (1 + tanh(z/2))/2: with z = -200 or +200 (1/(1+exp(-z)) overflows in float32) autodiff stays finite."
+    import jax, jax.numpy as jnp, torch
+    P = {'W1': np.full((3, 2), 40.0, np.float32), 'b1': np.zeros(2, np.float32), 'W2': np.ones((2, 3), np.float32),
+         'b2': np.zeros(3, np.float32)}
+    for sign in (1, -1):
+        R = np.full((2, 3), 5.0 * sign / 3 * 5, np.float32); M = np.ones_like(R)     # z = +-200
+        gj = jax.grad(objective)({k: jnp.asarray(v) for k, v in P.items()}, jnp.asarray(R), jnp.asarray(M), 1.0, jnp)
+        Pt = {k: torch.tensor(v, requires_grad=True) for k, v in P.items()}
+        gt = torch.autograd.grad(objective(Pt, torch.tensor(R), torch.tensor(M), 1.0, torch), list(Pt.values()))
+        assert all(np.isfinite(np.asarray(g)).all() for g in gj.values()) and all(torch.isfinite(g).all() for g in gt)
+
+
 def test_objective_counts_observed_entries_only(small):
     "J = sum over the observed triples of (h(r_i)_u - r_ui)^2 + lam/2 (|W1|^2 + |W2|^2): unobserved outputs carry no loss."
     u, i, r, _, _ = small
