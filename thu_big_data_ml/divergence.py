@@ -14,9 +14,11 @@ __all__ = ['as_distributions', 'smooth', 'kl_divergence', 'kl_pairwise', 'tv_dis
 
 # %% ../nbs/07a_divergences.ipynb #73081cb1
 def as_distributions(p, name: str = 'p', atol: float = 1e-6) -> np.ndarray:
-    "Rows of probability vectors as a float64 2-D array (a 1-D vector is one row): finite, non-negative, each summing to 1."
+    """Rows of probability vectors as a float64 2-D array (a 1-D vector is one row): finite, non-negative, each summing
+    to 1."""
     a = p.toarray() if sp.issparse(p) else np.asarray(p)
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.number): raise TypeError(f'{name} must be numeric, got {a.dtype}')
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f'{name} must be numeric, got {a.dtype}')
     a = np.atleast_2d(a.astype(np.float64))
     if a.ndim != 2: raise ValueError(f'{name} must be a vector or a 2-D array of rows, got shape {a.shape}')
     if not np.isfinite(a).all(): raise ValueError(f'{name} contains NaN or inf')
@@ -42,7 +44,8 @@ def _xlogy(x, y):
 
 def kl_divergence(p, q, eps: float = 1e-6) -> np.ndarray:
     """KL(p || q) = sum_k p_k log(p_k / q_k) for paired rows of `p` and `q` (broadcast), after smoothing both with
-    `eps` (`smooth`); `eps=0` is the exact divergence (0 log 0 = 0; inf where q_k = 0 < p_k). Returns one value per row."""
+    `eps` (`smooth`); `eps=0` is the exact divergence (0 log 0 = 0; inf where q_k = 0 < p_k). Returns one value per
+    row."""
     a, b = smooth(p, eps), smooth(q, eps)
     if a.shape[1] != b.shape[1]: raise ValueError(f'p has {a.shape[1]} entries per row, q {b.shape[1]}')
     with np.errstate(divide='ignore'):
@@ -52,7 +55,8 @@ def kl_divergence(p, q, eps: float = 1e-6) -> np.ndarray:
 def kl_pairwise(p, q=None, eps: float = 1e-6) -> np.ndarray:
     """All divergences `KL(p_i || q_j)` (rows of `p` against rows of `q`, default `q = p`) after smoothing with `eps`,
     from one matrix product: `sum_k p_ik log p_ik - p_i . log q_j`. Needs eps > 0 (no infinities)."""
-    if not eps > 0: raise ValueError(f'kl_pairwise needs eps > 0 (the exact KL is infinite on disjoint supports), got {eps!r}')
+    if not eps > 0:
+        raise ValueError(f'kl_pairwise needs eps > 0 (the exact KL is infinite on disjoint supports), got {eps!r}')
     a = smooth(p, eps); b = a if q is None else smooth(q, eps)
     if a.shape[1] != b.shape[1]: raise ValueError(f'p has {a.shape[1]} entries per row, q {b.shape[1]}')
     k = np.sum(a * np.log(a), axis=1)[:, None] - a @ np.log(b).T
@@ -65,6 +69,7 @@ def tv_distance(p, q) -> np.ndarray:
     if a.shape[1] != b.shape[1]: raise ValueError(f'p has {a.shape[1]} entries per row, q {b.shape[1]}')
     return 0.5 * np.abs(a - b).sum(1)
 
+# %% ../nbs/07a_divergences.ipynb #81bb0e76
 def tv_smooth(p, q, eps: float) -> np.ndarray:
     """The book's smooth approximation of TV by an offset: `0.5 sum_k (sqrt((p_k - q_k)^2 + eps^2) - eps)`;
     differentiable for eps > 0, `0 <= TV - TV_eps <= d eps / 2`, equal to TV at eps = 0."""
@@ -73,6 +78,7 @@ def tv_smooth(p, q, eps: float) -> np.ndarray:
     if a.shape[1] != b.shape[1]: raise ValueError(f'p has {a.shape[1]} entries per row, q {b.shape[1]}')
     return 0.5 * np.sum(np.sqrt((a - b) ** 2 + eps ** 2) - eps, axis=1)
 
+# %% ../nbs/07a_divergences.ipynb #2a6bc864
 def tv_pairwise(p, q=None) -> np.ndarray:
     "All total-variation distances between the rows of `p` and of `q` (default `q = p`): half the L1 distances."
     from scipy.spatial.distance import cdist

@@ -45,9 +45,11 @@ def fold_in(model, ratings: Any, side: str = 'user', lam: float | None = None, b
     ratings, as the fit did). The vector comes from `ratings` alone (a seen user is re-folded from them) and the
     row's count becomes its number of ratings there, so it is no longer answered by the fallback.
     `basis` (k x r, orthonormal columns, e.g. `factor_basis`): solve in its span, `u = basis @ w`.
-    `ratings` are triples in the model's index space (`metrics.check_triples`); `mu` and the other side stay as fitted."""
+    `ratings` are triples in the model's index space (`metrics.check_triples`); `mu` and the other side stay as
+    fitted."""
     if side not in ('user', 'item'): raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-    if not hasattr(model, 'U') or not hasattr(model, 'V'): raise TypeError(f'fold_in needs a fitted MFModel, got {type(model).__name__}')
+    if not hasattr(model, 'U') or not hasattr(model, 'V'):
+        raise TypeError(f'fold_in needs a fitted MFModel, got {type(model).__name__}')
     lam = model.config.get('lam') if lam is None else lam
     if lam is None or not np.isfinite(lam) or lam <= 0:
         raise ValueError(f'fold-in needs a penalty lam > 0 (the model has none recorded: pass lam=), got {lam!r}')

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,8 @@ __all__ = ['METHODS_2D', 'as_csr', 'binarize', 'low_rank', 'topk_items', 'rankin
 
 # %% ../nbs/07_latent_spaces.ipynb #7e74f9e7
 def as_csr(x, shape: tuple[int, int] | None = None, dtype=np.float32) -> sp.csr_matrix:
-    "A users x items CSR matrix (a copy) from a sparse/dense matrix or an `Interactions`-like object (`user`, `item`, `rating`)."
+    """A users x items CSR matrix (a copy) from a sparse/dense matrix or an `Interactions`-like object (`user`, `item`,
+    `rating`)."""
     if sp.issparse(x): m = sp.csr_matrix(x, dtype=dtype, copy=True)
     elif isinstance(x, np.ndarray):
         if x.ndim != 2: raise ValueError(f'expected a 2-D array, got shape {x.shape}')
@@ -42,6 +43,7 @@ def as_csr(x, shape: tuple[int, int] | None = None, dtype=np.float32) -> sp.csr_
     m.sum_duplicates(); m.sort_indices()
     return m
 
+# %% ../nbs/07_latent_spaces.ipynb #17663bf1
 def binarize(x, threshold: float = 4.0) -> sp.csr_matrix:
     "1 where an observed rating is >= `threshold` (a 'like'), as float32 CSR; everything else is absent."
     m = as_csr(x)
@@ -49,6 +51,7 @@ def binarize(x, threshold: float = 4.0) -> sp.csr_matrix:
     m.eliminate_zeros()
     return m
 
+# %% ../nbs/07_latent_spaces.ipynb #19fbcc37
 def low_rank(a, k: int) -> np.ndarray:
     "Best rank-`k` approximation of a dense matrix in Frobenius norm (Eckart-Young): the truncated SVD."
     a = np.asarray(a, dtype=float)
@@ -59,7 +62,8 @@ def low_rank(a, k: int) -> np.ndarray:
 
 # %% ../nbs/07_latent_spaces.ipynb #1f64c967
 def topk_items(scores, k: int, exclude=None) -> np.ndarray:
-    "Indices of the `k` best items per row of `scores` (best first), skipping the items stored in the rows of `exclude`."
+    """Indices of the `k` best items per row of `scores` (best first), skipping the items stored in the rows of
+    `exclude`."""
     s = np.array(scores, dtype=np.float64, copy=True)
     if s.ndim != 2: raise ValueError(f'scores must be 2-D (users x items), got shape {s.shape}')
     if not 1 <= k <= s.shape[1]: raise ValueError(f'k must be in [1, {s.shape[1]}], got {k}')
@@ -70,6 +74,7 @@ def topk_items(scores, k: int, exclude=None) -> np.ndarray:
     order = np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind='stable')
     return np.take_along_axis(part, order, 1)
 
+# %% ../nbs/07_latent_spaces.ipynb #becdbaac
 def ranking_metrics(score_fn: Callable, train, test, ks=(10, 20), batch: int = 1024, popularity=None) -> dict:
     """Recall@K and NDCG@K of `score_fn(users) -> scores (len(users) x n_items)` on the positives of `test`, each
     user's `train` items excluded from the ranking; also the catalogue coverage of the top-K lists and, if
@@ -116,6 +121,7 @@ def fit_baseline(r, lam_item: float = 25.0, lam_user: float = 10.0, n_iter: int 
         bu = ridge(np.bincount(u, x - bi[i], minlength=r.shape[0]), cu + lam_user)
     return mu, bu.astype(np.float32), bi.astype(np.float32)
 
+# %% ../nbs/07_latent_spaces.ipynb #a8a910e9
 @dataclass
 class SVDModel:
     """Truncated-SVD completion: `mu + bu[u] + bi[i] + U[u] @ V[i]`, with `U = left*sqrt(s)`, `V = right*sqrt(s)`.
@@ -147,6 +153,7 @@ class SVDModel:
         users = check_index(users, len(self.U), 'user')
         return self.mu + self.bu[users, None] + self.bi[None, :] + self.U[users] @ self.V.T
 
+# %% ../nbs/07_latent_spaces.ipynb #e5e94491
 def truncated_svd(op, k: int, seed: int = 0):
     "Top-`k` singular triplets `(u, s, vt)` of a sparse matrix or `LinearOperator` (ARPACK), largest first."
     from scipy.sparse.linalg import svds
@@ -155,13 +162,14 @@ def truncated_svd(op, k: int, seed: int = 0):
     o = np.argsort(-s)
     return u[:, o], s[o], vt[o]
 
+# %% ../nbs/07_latent_spaces.ipynb #17b5b86a
 def fit_svd(train, k: int = 20, fill: str = 'baseline', n_impute: int = 0, val=None, seed: int = 0,
             progress: bool = False) -> SVDModel:
     """Truncated SVD of the rating matrix after imputing the missing entries.
     `fill='zero'`: missing = 0 (plain SVD of the sparse matrix); `'baseline'`: missing = `mu + bu + bi`
     (SVD of the residual); `n_impute > 0`: hard-impute iterations, missing = the previous rank-`k` fit.
-    `val`: optional validation data (`Interactions` or `(user, item, rating)`) for an RMSE per iteration (`metrics.evaluate`:
-    clipped to [1, 5])."""
+    `val`: optional validation data (`Interactions` or `(user, item, rating)`) for an RMSE per iteration
+    (`metrics.evaluate`: clipped to [1, 5])."""
     if fill not in ('zero', 'baseline'): raise ValueError(f"fill must be 'zero' or 'baseline', got {fill!r}")
     r = as_csr(train, dtype=np.float64)
     if not 1 <= k < min(r.shape): raise ValueError(f'k must be in [1, {min(r.shape) - 1}], got {k}')
@@ -174,7 +182,8 @@ def fit_svd(train, k: int = 20, fill: str = 'baseline', n_impute: int = 0, val=N
     def model_of(u, s, vt):
         sq = np.sqrt(s)
         return SVDModel((u * sq).astype(np.float32), (vt.T * sq).astype(np.float32), s.astype(np.float32),
-                        mu, bu, bi, fill, user_count=np.diff(r.indptr), item_count=np.bincount(r.indices, minlength=r.shape[1]),
+                        mu, bu, bi, fill, user_count=np.diff(r.indptr),
+                        item_count=np.bincount(r.indices, minlength=r.shape[1]),
                         train_mean=float(r.data.mean()))
     m, rows = model_of(u, s, vt), []
     if val is not None: rows.append({'iteration': 0, 'val_rmse': evaluate(m, val)['rmse']})
@@ -202,6 +211,7 @@ def norm_scaled_scores(queries: np.ndarray, items: np.ndarray, alpha: float = 0.
     n = np.linalg.norm(v, axis=1)
     return q @ (v / np.maximum(n, 1e-12)[:, None] ** alpha).T
 
+# %% ../nbs/07_latent_spaces.ipynb #c258c0b1
 def cosine_similarity_matrix(x, y=None) -> np.ndarray:
     "Dense cosine similarities between the rows of `x` (and `y`), for dense or sparse inputs; zero rows give 0."
     def unit(a):
@@ -223,6 +233,7 @@ def cooccurrence(b, diagonal: bool = False) -> sp.csr_matrix:
     if not diagonal: c.setdiag(0); c.eliminate_zeros()
     return c
 
+# %% ../nbs/07_latent_spaces.ipynb #77411bc3
 def pmi(c, counts: np.ndarray, n_total: int, positive: bool = True, min_count: int = 1) -> sp.csr_matrix:
     """Pointwise mutual information `log(C_ij * N / (n_i n_j))` on the non-zeros of `c` (`counts` = n_i, the
     number of baskets holding item i; `n_total` = N baskets). `positive`: clip at 0 (PPMI); pairs seen fewer
@@ -238,6 +249,7 @@ def pmi(c, counts: np.ndarray, n_total: int, positive: bool = True, min_count: i
     out = sp.csr_matrix((v, (r, k)), shape=c.shape); out.eliminate_zeros()
     return out
 
+# %% ../nbs/07_latent_spaces.ipynb #068ae0ff
 def cooccurrence_distribution(c) -> sp.csr_matrix:
     "Each row of `c` divided by its sum: the discrete co-occurrence distribution CD_i of item i (empty rows stay 0)."
     c = sp.csr_matrix(c, dtype=np.float64)
@@ -253,6 +265,7 @@ def hellinger(p, q, axis: int = -1) -> np.ndarray:
         if not np.allclose(a.sum(axis), 1, atol=1e-6): raise ValueError(f'{name} must sum to 1 along axis {axis}')
     return np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=axis))
 
+# %% ../nbs/07_latent_spaces.ipynb #91b006f0
 def hellinger_pairwise(p, q=None) -> np.ndarray:
     """All pairwise Hellinger distances between the rows of `p` (and `q`), dense or sparse, via the
     Bhattacharyya coefficient: `H = sqrt(1 - sqrt(P) sqrt(Q)^T)` (float64; an all-zero row is at distance 1)."""
@@ -273,13 +286,16 @@ def hellinger_pairwise(p, q=None) -> np.ndarray:
     if q is None: np.fill_diagonal(h, np.where(np.asarray(rp.sum(1)).ravel() > 0, 0.0, 1.0))
     return h
 
+# %% ../nbs/07_latent_spaces.ipynb #b4596a1c
 def hellinger_pairwise_reference(p, q=None) -> np.ndarray:
     "Plain reference for `hellinger_pairwise`: the norm formula, pair by pair (dense input, small data)."
     p = np.asarray(p, np.float64); q = p if q is None else np.asarray(q, np.float64)
     rp, rq = np.sqrt(p), np.sqrt(q)
     return np.array([[np.sqrt(0.5 * np.sum((a - b) ** 2)) for b in rq] for a in rp])
 
-def nearest(dist_or_sim: np.ndarray, item: int, n: int = 5, largest: bool = False, exclude_self: bool = True) -> np.ndarray:
+# %% ../nbs/07_latent_spaces.ipynb #a29bd9f5
+def nearest(dist_or_sim: np.ndarray, item: int, n: int = 5, largest: bool = False,
+            exclude_self: bool = True) -> np.ndarray:
     "The `n` nearest items to `item` from its row of a distance (`largest=False`) or similarity matrix."
     row = np.array(dist_or_sim[item], dtype=np.float64).ravel()
     if largest: row = -row
@@ -299,7 +315,8 @@ def _as_operator(a) -> LinearOperator:
     return op
 
 def gram_operator(a, side: str = 'right') -> LinearOperator:
-    "Implicit `A^T A` (`side='right'`, item space) or `A A^T` (`'left'`, user space) of a sparse/dense `A`, never formed."
+    """Implicit `A^T A` (`side='right'`, item space) or `A A^T` (`'left'`, user space) of a sparse/dense `A`, never
+    formed."""
     if side not in ('right', 'left'): raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     op = aslinearoperator(a)
     n = op.shape[1] if side == 'right' else op.shape[0]
@@ -307,11 +324,13 @@ def gram_operator(a, side: str = 'right') -> LinearOperator:
     else: f = lambda x: op.matvec(op.rmatvec(x))
     return LinearOperator((n, n), matvec=f, rmatvec=f, dtype=np.float64)
 
+# %% ../nbs/07_latent_spaces.ipynb #91db0330
 @dataclass
 class PowerResult:
     "Eigenpairs from power iteration: `values[j]`, `vectors[:, j]`, and the matrix-vector products used per pair."
     values: np.ndarray; vectors: np.ndarray; iterations: list
 
+# %% ../nbs/07_latent_spaces.ipynb #0e0195a4
 def power_iteration(a, k: int = 1, max_iter: int = 20000, tol: float = 1e-9, seed: int = 0,
                     progress: bool = False) -> PowerResult:
     """Top-`k` eigenpairs (largest |eigenvalue|) of a symmetric matrix by power iteration with Hotelling
@@ -329,7 +348,7 @@ def power_iteration(a, k: int = 1, max_iter: int = 20000, tol: float = 1e-9, see
     for _ in pairs:
         lam_prev = np.array(vals)
         x = rng.standard_normal(n); x -= vecs @ (vecs.T @ x); x /= np.linalg.norm(x)
-        for t in range(1, max_iter + 1):
+        for t in range(1, max_iter + 1):  # noqa: B007 (t is read after the loop: the iterations spent)
             y = np.asarray(op.matvec(x), np.float64).ravel() - vecs @ (lam_prev * (vecs.T @ x))
             lam = float(x @ y)
             if np.linalg.norm(y - lam * x) <= tol * abs(lam): break
@@ -339,11 +358,13 @@ def power_iteration(a, k: int = 1, max_iter: int = 20000, tol: float = 1e-9, see
         vals.append(lam); vecs = np.column_stack([vecs, x]); its.append(t)
     return PowerResult(np.array(vals), vecs, its)
 
+# %% ../nbs/07_latent_spaces.ipynb #4adba7b8
 def power_iteration_jax(a, k: int = 1, n_iter: int = 500, seed: int = 0, gram: bool = False):
     """The same method in JAX, as in the book: a fixed `n_iter` steps per eigenpair inside `lax.fori_loop`;
     `a` is a dense array or a `jax.experimental.sparse.BCOO` matrix, symmetric, or any shape with `gram=True`
     (then the eigenpairs are those of `a^T a`, applied as `a^T (a x)`). Returns `(values, vectors)` as NumPy."""
-    import jax, jax.numpy as jnp
+    import jax
+    import jax.numpy as jnp
     if len(a.shape) != 2 or (a.shape[0] != a.shape[1] and not gram):
         raise ValueError(f'power iteration needs a square matrix (or gram=True), got {a.shape}')
     n = a.shape[1]
@@ -364,6 +385,7 @@ def power_iteration_jax(a, k: int = 1, n_iter: int = 500, seed: int = 0, gram: b
         vals, vecs = vals.at[j].set(lam), vecs.at[:, j].set(x)
     return np.asarray(vals), np.asarray(vecs)
 
+# %% ../nbs/07_latent_spaces.ipynb #a1adf914
 def vector_angle(x, y) -> float:
     "Angle in radians between the lines spanned by `x` and `y` (sign-free, as for eigenvectors)."
     x, y = np.ravel(x).astype(np.float64), np.ravel(y).astype(np.float64)
@@ -375,7 +397,8 @@ def recommend_from_eigenvectors(eigenvectors, user, top: int = 3, seen=None):
     """The book's recommender: pick the eigenvector (column) with the largest |projection| of the user's item vector,
     oriented towards the user, and return its `top` largest entries over unseen items via `jax.lax.top_k`.
     `eigenvectors`: items x k; `user`: length-items vector; `seen`: optional boolean mask of items to skip."""
-    import jax, jax.numpy as jnp
+    import jax
+    import jax.numpy as jnp
     e = jnp.asarray(eigenvectors, jnp.float32); u = jnp.asarray(user, jnp.float32).reshape(-1)
     if e.ndim != 2 or e.shape[0] != u.shape[0]:
         raise ValueError(f'eigenvectors {e.shape} must be items x k with items == len(user) = {u.shape[0]}')
@@ -387,6 +410,7 @@ def recommend_from_eigenvectors(eigenvectors, user, top: int = 3, seen=None):
     scores, items = jax.lax.top_k(v, top)
     return np.asarray(scores), np.asarray(items)
 
+# %% ../nbs/07_latent_spaces.ipynb #79a95f4b
 def eigen_scores(eigenvectors: np.ndarray, user_rows) -> np.ndarray:
     "Scores of the closest-eigenvector recommender for many users at once (rows of a users x items matrix)."
     e = np.asarray(eigenvectors, np.float64)
@@ -407,6 +431,7 @@ def reduce_2d(x, method: str = 'pca', seed: int = 0, precomputed: bool = False, 
     with threadpool_limits(limits=threads):
         return _reduce_2d(x, method, seed, precomputed, **kw)
 
+# %% ../nbs/07_latent_spaces.ipynb #12149165
 def _reduce_2d(x, method, seed, precomputed, **kw):
     from sklearn.decomposition import NMF, PCA
     from sklearn.manifold import MDS, TSNE
@@ -427,9 +452,11 @@ def _reduce_2d(x, method, seed, precomputed, **kw):
                    random_state=seed, normalized_stress=False, **kw).fit_transform(x)
     if method == 'tsne':
         return TSNE(2, init='random' if precomputed else 'pca', metric='precomputed' if precomputed else 'euclidean',
-                    perplexity=kw.pop('perplexity', min(30.0, (len(x) - 1) / 3)), random_state=seed, **kw).fit_transform(x)
+                    perplexity=kw.pop('perplexity', min(30.0, (len(x) - 1) / 3)), random_state=seed,
+                    **kw).fit_transform(x)
     raise ValueError(f"method must be one of {METHODS_2D}, got {method!r}")
 
+# %% ../nbs/07_latent_spaces.ipynb #7d1993f7
 def kruskal_stress(d_high: np.ndarray, y: np.ndarray) -> float:
     """Kruskal's stress-1 of a layout `y` against high-dimensional distances `d_high` (square matrix), after the
     optimal global scaling of the layout: `sqrt(sum (d - b dy)^2 / sum d^2)`; 0 = isometric."""
@@ -440,8 +467,10 @@ def kruskal_stress(d_high: np.ndarray, y: np.ndarray) -> float:
     b = (d @ dy) / max(dy @ dy, 1e-300)
     return float(np.sqrt(np.sum((d - b * dy) ** 2) / np.sum(d ** 2)))
 
+# %% ../nbs/07_latent_spaces.ipynb #64b0e804
 def embedding_quality(d_high: np.ndarray, y: np.ndarray, n_neighbors: int = 10) -> dict:
-    "Stress-1 (global distances) and trustworthiness (local neighbourhoods, sklearn) of a layout `y` of distances `d_high`."
+    """Stress-1 (global distances) and trustworthiness (local neighbourhoods, sklearn) of a layout `y` of distances
+    `d_high`."""
     from sklearn.manifold import trustworthiness
     d = np.asarray(d_high, np.float64)
     return {'stress': kruskal_stress(d, y),
@@ -457,6 +486,7 @@ def _check_distances(d: np.ndarray) -> None:
     if not np.isfinite(d).all() or (d < 0).any(): raise ValueError('distances must be finite and non-negative')
     if not np.allclose(d, d.T, atol=1e-8): raise ValueError('precomputed distances must be symmetric')
 
+# %% ../nbs/07_latent_spaces.ipynb #f922225b
 def _median_sq_distance(d2: np.ndarray) -> float:
     off = d2[~np.eye(len(d2), dtype=bool)]
     m = float(np.median(off)) if off.size else 0.0
@@ -486,9 +516,11 @@ def kernel_mds(x, precomputed: bool = False, kernel: str = 'classical', gamma: f
     else: raise ValueError(f"kernel must be 'classical' or 'rbf', got {kernel!r}")
     return KernelPCA(2, kernel='precomputed', eigen_solver='dense', random_state=seed).fit_transform(k)
 
+# %% ../nbs/07_latent_spaces.ipynb #9302e002
 def umap_2d(x, precomputed: bool = False, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
             **kw) -> np.ndarray:
-    "UMAP to 2-D (umap-learn), single-threaded and deterministic for a given `seed`; features or `precomputed` distances."
+    """UMAP to 2-D (umap-learn), single-threaded and deterministic for a given `seed`; features or `precomputed`
+    distances."""
     import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*(n_jobs|overridden|precomputed|gradient function).*')
@@ -548,6 +580,7 @@ def _warp_epoch(indptr, indices, weights, P, Q, order, rand, lr, margin, max_tri
                 if nr > max_norm: P[i] *= max_norm / nr
     return loss, n_viol, n_pos, r_pos
 
+# %% ../nbs/07_latent_spaces.ipynb #60955868
 _WARP_KERNEL: list = []
 
 def _numba_warp():
@@ -557,6 +590,7 @@ def _numba_warp():
         _WARP_KERNEL.append(numba.njit(cache=False)(_warp_epoch))
     return _WARP_KERNEL[0]
 
+# %% ../nbs/07_latent_spaces.ipynb #0af2928d
 @dataclass
 class WARPModel:
     """WSABIE item-only factorization: a user is the weighted mean of the `P` vectors of the items they liked,
@@ -570,6 +604,7 @@ class WARPModel:
         "Dense scores for the users whose liked items are the rows of `liked`."
         return self.user_vectors(liked) @ self.Q.T
 
+# %% ../nbs/07_latent_spaces.ipynb #b9ca32a9
 def fit_warp(liked, k: int = 32, epochs: int = 20, lr: float = 0.01, margin: float = 0.1, max_trials: int = 100,
              lam: float = 1e-4, max_norm: float | None = None, val=None, val_k: int = 10, seed: int = 0,
              fast: bool = True, progress: bool = True) -> WARPModel:
@@ -602,9 +637,9 @@ def fit_warp(liked, k: int = 32, epochs: int = 20, lr: float = 0.01, margin: flo
                                    float(max_norm or 0.0))
         row = {'epoch': ep + 1, 'loss': loss / max(npos, 1), 'violating': nv / max(npos, 1)}
         if val is not None:
-            m = WARPModel(P.astype(np.float32), Q.astype(np.float32))
-            row[f'val_recall@{val_k}'] = ranking_metrics(lambda u: m.scores(x[u]), x, val, ks=(val_k,))[f'recall@{val_k}']
-            if row[f'val_recall@{val_k}'] > best[0]: best = (row[f'val_recall@{val_k}'], (P.copy(), Q.copy()))
+            m, key = WARPModel(P.astype(np.float32), Q.astype(np.float32)), f'val_recall@{val_k}'
+            row[key] = ranking_metrics(lambda u, m=m: m.scores(x[u]), x, val, ks=(val_k,))[f'recall@{val_k}']
+            if row[key] > best[0]: best = (row[key], (P.copy(), Q.copy()))
         rows.append(row)
     if best[1] is not None: P, Q = best[1]
     return WARPModel(P.astype(np.float32), Q.astype(np.float32), pd.DataFrame(rows))
@@ -621,6 +656,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     if den == 0: raise ValueError('a representation is constant; CKA is undefined')
     return float(np.linalg.norm(y.T @ x) ** 2 / den)
 
+# %% ../nbs/07_latent_spaces.ipynb #0b1c5fdb
 def linear_cka_reference(x: np.ndarray, y: np.ndarray) -> float:
     "Plain reference: HSIC of the n x n linear Gram matrices, `tr(K H L H) / sqrt(tr(K H K H) tr(L H L H))`."
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -629,6 +665,7 @@ def linear_cka_reference(x: np.ndarray, y: np.ndarray) -> float:
     k, l = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
     return float(np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l)))
 
+# %% ../nbs/07_latent_spaces.ipynb #9d90fcdf
 def cka_matrix(embeddings: dict) -> pd.DataFrame:
     "Linear CKA between every pair of named embeddings (rows = the same items in the same order)."
     names = list(embeddings)
@@ -640,6 +677,7 @@ def sigmoid(x):
     "The logistic function `1 / (1 + exp(-x))`, numerically stable."
     return np.exp(-np.logaddexp(0, -np.asarray(x, np.float64)))
 
+# %% ../nbs/07_latent_spaces.ipynb #406c3da7
 def fit_logistic_link(score, y, l2: float = 1e-6, max_iter: int = 100) -> tuple[float, float]:
     """Platt scaling: `(a, b)` maximising the likelihood of `P(y=1) = sigmoid(a * score + b)`.
     Newton's method with step halving on the standardised score, so it converges for any score scale."""
@@ -663,6 +701,7 @@ def fit_logistic_link(score, y, l2: float = 1e-6, max_iter: int = 100) -> tuple[
         f = f_new
     return float(w[0] / sd), float(w[1] - w[0] * m / sd)
 
+# %% ../nbs/07_latent_spaces.ipynb #74e82743
 def reliability_table(p, y, n_bins: int = 10, strategy: str = 'quantile') -> pd.DataFrame:
     "Mean predicted probability vs observed frequency per bin (quantile or uniform bins), for a reliability plot."
     p, y = np.asarray(p, np.float64).ravel(), np.asarray(y, np.float64).ravel()
@@ -675,6 +714,7 @@ def reliability_table(p, y, n_bins: int = 10, strategy: str = 'quantile') -> pd.
                                                                       count=('y', 'size'))
     return df.reset_index()
 
+# %% ../nbs/07_latent_spaces.ipynb #7bd1045b
 def calibration_metrics(p, y, n_bins: int = 10) -> dict:
     "Log loss, Brier score and expected calibration error (quantile bins) of probabilities `p` for labels `y`."
     p, y = np.clip(np.asarray(p, np.float64).ravel(), 1e-12, 1 - 1e-12), np.asarray(y, np.float64).ravel()

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,11 @@ class Param:
     def value(self, z: float):
         "The hyperparameter at position `z` in [0, 1] (clipped)."
         z = float(np.clip(z, 0, 1))
-        v = np.exp(np.log(self.low) + z * (np.log(self.high) - np.log(self.low))) if self.log else self.low + z * (self.high - self.low)
+        if self.log: v = np.exp(np.log(self.low) + z * (np.log(self.high) - np.log(self.low)))
+        else: v = self.low + z * (self.high - self.low)
         return int(round(v)) if self.integer else float(v)
 
+# %% ../nbs/07c_latent_hpo.ipynb #4d1ec41f
 def to_config(space: Sequence[Param], z) -> dict:
     "The configuration at point `z` of the unit cube (one coordinate per parameter of `space`)."
     z = np.asarray(z, np.float64).ravel()
@@ -66,6 +68,7 @@ class _Budget:
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows); df['best so far'] = df.value.cummin(); return df
 
+# %% ../nbs/07c_latent_hpo.ipynb #899e4cde
 def _check_search(space, budget, n_init):
     if len(space) < 1: raise ValueError('the space needs at least one parameter')
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
@@ -97,8 +100,10 @@ def _nelder_mead(f, x0, step, max_calls: int):
                                                              xatol=1e-3, fatol=1e-6))
     except _Spent: pass
 
+# %% ../nbs/07c_latent_hpo.ipynb #8d483ec4
 def nelder_mead_search(objective: Callable[[dict], float], space: Sequence[Param], budget: int, seed: int = 0,
-                       n_init: int = 5, latent_dim: int | None = 2, top: float = 0.5, step: float = 1.0) -> pd.DataFrame:
+                       n_init: int = 5, latent_dim: int | None = 2, top: float = 0.5,
+                       step: float = 1.0) -> pd.DataFrame:
     """The shared `n_init` random points, then Nelder-Mead until `budget` fits. `latent_dim=None`: in the full unit
     cube from the best initial point (simplex size 0.25 x `step`). `latent_dim=m`: in the m-dimensional PCA embedding of
     the best `top` fraction of the initial points (centre = their mean, axes scaled by their standard deviations,
@@ -110,7 +115,8 @@ def nelder_mead_search(objective: Callable[[dict], float], space: Sequence[Param
         raise ValueError(f'latent_dim must be in [1, {d}] or None, got {latent_dim!r}')
     if not 0 < top <= 1: raise ValueError(f'top must be in (0, 1], got {top!r}')
     rng = np.random.default_rng(seed)
-    ev = _Budget(objective, space, budget, 'full-space Nelder-Mead' if latent_dim is None else f'latent Nelder-Mead (m={latent_dim})')
+    arm = 'full-space Nelder-Mead' if latent_dim is None else f'latent Nelder-Mead (m={latent_dim})'
+    ev = _Budget(objective, space, budget, arm)
     Z0 = []
     while len(ev.rows) < n_init and len(Z0) < 50 * budget:
         z = rng.random(d); Z0.append(z); ev(z, 'initial')

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ def check_propensities(p, name: str = 'propensities') -> np.ndarray:
     if hi > 1: raise ValueError(f"{name} must be <= 1 (they are probabilities); largest value is {hi:g}")
     return a
 
+# %% ../nbs/06_propensity.ipynb #74ddce67
 def _check_lengths(**arrays) -> int:
     "Common length of the 1-d arrays given by keyword (None skipped); a `ValueError` naming them otherwise."
     lens = {}
@@ -49,11 +50,13 @@ def _check_lengths(**arrays) -> int:
         raise ValueError("mismatched shapes: " + ', '.join(f"{k} has length {n}" for k, n in lens.items()))
     return next(iter(lens.values())) if lens else 0
 
+# %% ../nbs/06_propensity.ipynb #0694d508
 def clip_propensities(p, lo: float = 0.01, hi: float = 1.0) -> np.ndarray:
     "Clip propensities to `[lo, hi]`: inverse weights are then at most `1/lo` (a little bias for much less variance)."
     if not 0 < lo <= hi <= 1: raise ValueError(f"need 0 < lo <= hi <= 1, got lo={lo}, hi={hi}")
     return np.clip(np.asarray(p, dtype=np.float64), lo, hi)
 
+# %% ../nbs/06_propensity.ipynb #31dff90a
 def normalize_propensities(p, n_observed: float, counts=None) -> np.ndarray:
     """Rescale `p` so that the expected number of observations `sum(counts * p)` equals `n_observed`
     (`counts[j]`: how many matrix entries share `p[j]`, default 1 each); values are capped at 1."""
@@ -74,19 +77,22 @@ def popularity_propensity(item_counts, gamma: float, n_users: int, n_observed: f
     n = np.asarray(item_counts, dtype=np.float64)
     if n.ndim != 1 or n.size == 0: raise ValueError(f"item_counts must be a non-empty 1-d array, got shape {n.shape}")
     if np.any(n < 0): raise ValueError("item_counts must be >= 0")
-    if not -1 <= gamma <= 1: raise ValueError(f"gamma must lie in [-1, 1] (exponent (gamma+1)/2 in [0, 1]), got {gamma}")
+    if not -1 <= gamma <= 1:
+        raise ValueError(f"gamma must lie in [-1, 1] (exponent (gamma+1)/2 in [0, 1]), got {gamma}")
     if n_users <= 0: raise ValueError(f"n_users must be positive, got {n_users}")
     p = np.maximum(n, 1.0) ** ((gamma + 1) / 2)
     p = normalize_propensities(p, float(n.sum()) if n_observed is None else n_observed, np.full(n.size, n_users))
     return clip_propensities(p, clip) if clip else p
 
+# %% ../nbs/06_propensity.ipynb #e8000c0e
 def fit_popularity_gamma(item_counts, mcar_positives, mcar_trials=None) -> float:
     """Maximum-likelihood $\\gamma$ for `popularity_propensity` from a small MCAR sample.
 
     If $p_i = c\\,n_i^{\\beta}$ with $\\beta = (\\gamma+1)/2$ and $n_i = p_i\\,m_i$ ($m_i$: users who would interact if
     exposed), then $m_i \\propto n_i^{1-\\beta}$. The MCAR positives of item $i$ are Poisson with mean
-    $t_i e^{a} n_i^{1-\\beta}$ ($t_i$ = MCAR entries of item $i$); we maximise that likelihood in $(a, \\beta)$ by Newton's
-    method and return $\\gamma = 2\\beta - 1$, clipped to [-1, 1]. Only items with $n_i \\ge 1$ and $t_i > 0$ take part."""
+    $t_i e^{a} n_i^{1-\\beta}$ ($t_i$ = MCAR entries of item $i$); we maximise that likelihood in $(a, \\beta)$ by
+    Newton's method and return $\\gamma = 2\\beta - 1$, clipped to [-1, 1]. Only items with $n_i \\ge 1$ and $t_i > 0$
+    take part."""
     n = np.asarray(item_counts, dtype=np.float64); y = np.asarray(mcar_positives, dtype=np.float64)
     t = np.ones_like(n) if mcar_trials is None else np.asarray(mcar_trials, dtype=np.float64)
     _check_lengths(item_counts=n, mcar_positives=y, mcar_trials=t)
@@ -113,7 +119,8 @@ def naive_bayes_propensity(observed_ratings, mcar_ratings, n_entries: int, level
     obs = np.asarray(observed_ratings, dtype=np.float64); mcar = np.asarray(mcar_ratings, dtype=np.float64)
     if obs.ndim != 1 or mcar.ndim != 1 or obs.size == 0 or mcar.size == 0:
         raise ValueError("observed_ratings and mcar_ratings must be non-empty 1-d arrays")
-    if n_entries < obs.size: raise ValueError(f"n_entries ({n_entries}) is smaller than the number of observations ({obs.size})")
+    if n_entries < obs.size:
+        raise ValueError(f"n_entries ({n_entries}) is smaller than the number of observations ({obs.size})")
     lv = np.unique(np.concatenate([obs, mcar])) if levels is None else np.asarray(levels, dtype=np.float64)
     def hist(a):
         c = np.array([(a == v).sum() for v in lv], dtype=np.float64) + smoothing
@@ -121,6 +128,7 @@ def naive_bayes_propensity(observed_ratings, mcar_ratings, n_entries: int, level
     p = hist(obs) * (obs.size / n_entries) / hist(mcar)
     return pd.Series(np.clip(p, 1e-12, 1.0), index=pd.Index(lv, name='rating'), name='P(O=1|Y=r)')
 
+# %% ../nbs/06_propensity.ipynb #8df96602
 def propensity_of_ratings(ratings, table: pd.Series) -> np.ndarray:
     "Look up per-rating propensities (from `naive_bayes_propensity`) for an array of ratings."
     r = np.asarray(ratings, dtype=np.float64)
@@ -143,11 +151,13 @@ def interaction_features(user, item, rating, n_users: int, n_items: int) -> tupl
         return (f - f.mean(0)) / (f.std(0) + 1e-12)
     return feats(user, n_users), feats(item, n_items)
 
+# %% ../nbs/06_propensity.ipynb #ceb94f78
 @dataclass
 class LogisticPropensity:
-    """Logistic model $P(O_{ui}=1) = \\sigma(w_0 + w_u^\\top x_u + w_i^\\top x_i)$; `predict(user, item)` gives propensities
-    in (0, 1), one per pair, indices checked against the feature rows. A user or item without observations is answered
-    from its features (count 0, mean rating shrunk to the global mean), as any other; `info_` counts them."""
+    """Logistic model $P(O_{ui}=1) = \\sigma(w_0 + w_u^\\top x_u + w_i^\\top x_i)$; `predict(user, item)` gives
+    propensities in (0, 1), one per pair, indices checked against the feature rows. A user or item without observations
+    is answered from its features (count 0, mean rating shrunk to the global mean), as any other; `info_` counts
+    them."""
     coef_user: np.ndarray
     coef_item: np.ndarray
     intercept: float
@@ -166,6 +176,7 @@ class LogisticPropensity:
                                        seen(self.item_count, len(self.item_features)))
         return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
+# %% ../nbs/06_propensity.ipynb #28401ee3
 def fit_logistic_propensity(user, item, user_features: np.ndarray, item_features: np.ndarray,
                             neg_ratio: float = 5.0, seed: int = 0) -> LogisticPropensity:
     """Fit $P(O=1 \\mid x_u, x_i)$ on all observed pairs plus `neg_ratio` times as many random unobserved pairs
@@ -203,6 +214,7 @@ class Estimate:
     def ci(self) -> tuple[float, float]: return (self.value - 1.96 * self.se, self.value + 1.96 * self.se)
     def __repr__(self): return f"Estimate({self.method}: {self.value:.6g} ± {1.96 * self.se:.3g}, n_obs={self.n_obs})"
 
+# %% ../nbs/06_propensity.ipynb #0ffec2c6
 def _prepare(delta, propensity, user, n_users, n_items, method, imputed, imputed_total):
     if method not in ESTIMATORS: raise ValueError(f"method must be one of {ESTIMATORS}, got {method!r}")
     if n_users <= 0 or n_items <= 0: raise ValueError(f"n_users and n_items must be positive, got {n_users}, {n_items}")
@@ -220,13 +232,15 @@ def _prepare(delta, propensity, user, n_users, n_items, method, imputed, imputed
             raise ValueError("the doubly robust estimator needs `imputed` (imputed losses at the observed entries) "
                              "and `imputed_total` (their sum over all entries, or per user)")
         if np.ndim(imputed_total) == 1 and len(imputed_total) != n_users:
-            raise ValueError(f"mismatched shapes: imputed_total has length {len(imputed_total)}, expected n_users={n_users}")
+            raise ValueError(f"mismatched shapes: imputed_total has length {len(imputed_total)}, "
+                             f"expected n_users={n_users}")
     return d, p
 
+# %% ../nbs/06_propensity.ipynb #489d9598
 def risk_estimate(delta, propensity, n_users: int, n_items: int, method: str = 'ips', user=None,
                   imputed=None, imputed_total=None, per: str = 'entry') -> Estimate:
-    """Estimate $R = \\frac{1}{UI}\\sum_{u,i}\\delta_{ui}$ (`per='entry'`) or $\\frac{1}{U}\\sum_{u,i}\\delta_{ui}$ (`per='user'`)
-    from the losses `delta` of the observed entries only.
+    """Estimate $R = \\frac{1}{UI}\\sum_{u,i}\\delta_{ui}$ (`per='entry'`) or $\\frac{1}{U}\\sum_{u,i}\\delta_{ui}$
+    (`per='user'`) from the losses `delta` of the observed entries only.
 
     `propensity`: $P(O_{ui}=1)$ of each observed entry. `method`: 'naive' (mean over observed), 'ips', 'snips', or
     'dr' (needs `imputed`, the imputed losses $\\hat\\delta$ at the observed entries, and `imputed_total`,
@@ -250,6 +264,7 @@ def risk_estimate(delta, propensity, n_users: int, n_items: int, method: str = '
         v = (float(np.sum(imputed_total)) + (e * w).sum()) / D; se = np.sqrt((e**2 * (1 - p) * w**2).sum()) / D
     return Estimate(float(v), float(se), method, n)
 
+# %% ../nbs/06_propensity.ipynb #4327cbde
 def ratio_estimate(num, den, propensity, n_users: int, n_items: int, method: str = 'ips', user=None,
                    imputed_num=None, imputed_den=None, imputed_num_total=None, imputed_den_total=None) -> Estimate:
     """Estimate a ratio of two sums $\\sum \\delta^{num} / \\sum \\delta^{den}$ (e.g. micro Recall@K) by estimating
@@ -261,7 +276,8 @@ def ratio_estimate(num, den, propensity, n_users: int, n_items: int, method: str
     if b.value <= 0: raise ValueError("the denominator estimate is not positive (no relevant entries observed?)")
     r = a.value / b.value
     lin = lambda x, y: None if x is None else np.asarray(x, float) - r * np.asarray(y, float)
-    tot = None if imputed_num_total is None else np.asarray(imputed_num_total, float) - r * np.asarray(imputed_den_total, float)
+    tot = (None if imputed_num_total is None
+           else np.asarray(imputed_num_total, float) - r * np.asarray(imputed_den_total, float))
     z = risk_estimate(lin(num, den), propensity, imputed=lin(imputed_num, imputed_den), imputed_total=tot, **kw)
     return Estimate(float(r), float(z.se / b.value), method, a.n_obs)
 
@@ -288,7 +304,8 @@ def bootstrap_interval(delta, propensity, user, n_users: int, n_items: int, meth
     return float(lo), float(hi)
 
 # %% ../nbs/06_propensity.ipynb #7ac34ca1
-def topk_weights(scores: np.ndarray, k: int, kind: str = 'dcg', seed: int | np.random.SeedSequence = 0) -> sparse.csr_matrix:
+def topk_weights(scores: np.ndarray, k: int, kind: str = 'dcg',
+                 seed: int | np.random.SeedSequence = 0) -> sparse.csr_matrix:
     """Sparse (users x items) position weights of each user's top-`k` items ranked by `scores` (dense, ties broken
     at random with `seed`): $1/\\log_2(1+\\mathrm{rank})$ for `kind='dcg'`, 1 for `kind='hit'`.
     Use a seed stream independent of the one that draws observations, or ties correlate with being observed."""
@@ -313,6 +330,7 @@ def _gather(M, user, item) -> np.ndarray:
     if sparse.issparse(M): return np.asarray(M.tocsr()[user, item], dtype=np.float64).ravel()
     return np.asarray(M)[user, item].astype(np.float64)
 
+# %% ../nbs/06_propensity.ipynb #93912f05
 @dataclass
 class MetricTerms:
     "Per-entry terms of a metric for one prediction matrix: dense `num` (and `den` for ratios), `per` and `k`."
@@ -324,11 +342,12 @@ class MetricTerms:
         self.num_total = self.num.sum(1)
         self.den_total = None if self.den is None else self.den.sum(1)
 
-def metric_terms(metric: str, Y, pred: np.ndarray, k: int = 50, threshold: float = 4.0, seed: int | np.random.SeedSequence = 0,
-                 weights: sparse.csr_matrix | None = None) -> MetricTerms:
+# %% ../nbs/06_propensity.ipynb #2e1ce048
+def metric_terms(metric: str, Y, pred: np.ndarray, k: int = 50, threshold: float = 4.0,
+                 seed: int | np.random.SeedSequence = 0, weights: sparse.csr_matrix | None = None) -> MetricTerms:
     """Dense per-entry terms $\\delta_{ui}$ of `metric` for predictions `pred` against ratings `Y` (both users x items;
-    `Y` may be true or imputed ratings). 'mse' $(\\hat y-y)^2$, 'mae' $|\\hat y-y|$ (per entry); 'dcg' DCG@k with gain $y$
-    (per user); 'recall' micro Recall@k: numerator $[\\mathrm{rank}\\le k][y\\ge t]$ over denominator $[y \\ge t]$.
+    `Y` may be true or imputed ratings). 'mse' $(\\hat y-y)^2$, 'mae' $|\\hat y-y|$ (per entry); 'dcg' DCG@k with gain
+    $y$ (per user); 'recall' micro Recall@k: numerator $[\\mathrm{rank}\\le k][y\\ge t]$ over denominator $[y \\ge t]$.
     `weights`: precomputed `topk_weights(pred, k, ...)` for ranking metrics."""
     if metric not in METRICS: raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     Y = np.asarray(Y, dtype=np.float64); P = np.asarray(pred, dtype=np.float64)
@@ -340,12 +359,14 @@ def metric_terms(metric: str, Y, pred: np.ndarray, k: int = 50, threshold: float
     rel = (Y >= threshold).astype(np.float64)
     return MetricTerms(metric, np.asarray(G.multiply(rel).todense()), rel)
 
+# %% ../nbs/06_propensity.ipynb #d4ac33ed
 def true_value(t: MetricTerms) -> float:
     "The metric over the complete matrix."
     U, I = t.num.shape
     if t.den is not None: return float(t.num.sum() / t.den.sum())
     return float(t.num.sum() / (U * I if t.per == 'entry' else U))
 
+# %% ../nbs/06_propensity.ipynb #3d05a849
 def estimate_terms(t: MetricTerms, user, item, propensity, methods: Sequence[str] = ('ips',),
                    imputed: MetricTerms | None = None) -> dict[str, Estimate]:
     """Estimate the metric of `t` with each of `methods` from the observed entries `(user, item)` only, with the
@@ -368,11 +389,13 @@ def estimate_terms(t: MetricTerms, user, item, propensity, methods: Sequence[str
             out[m] = risk_estimate(num, propensity, imputed=inum if dr else None,
                                    imputed_total=imputed.num_total if dr else None, per=t.per, **kw)
         else:
-            out[m] = ratio_estimate(num, den, propensity, imputed_num=inum if dr else None, imputed_den=iden if dr else None,
+            out[m] = ratio_estimate(num, den, propensity, imputed_num=inum if dr else None,
+                                    imputed_den=iden if dr else None,
                                     imputed_num_total=imputed.num_total if dr else None,
                                     imputed_den_total=imputed.den_total if dr else None, **kw)
     return out
 
+# %% ../nbs/06_propensity.ipynb #1f2de8c7
 def estimate_metric(metric: str, pred: np.ndarray, user, item, rating, propensity, method: str = 'ips',
                     imputed_ratings: np.ndarray | None = None, k: int = 50, threshold: float = 4.0,
                     seed: int = 0) -> Estimate:
@@ -407,6 +430,7 @@ def ratings_from_scores(scores: np.ndarray, probs: Sequence[float] = SCHNABEL_MA
     Y[order] = np.searchsorted(cuts, np.arange(S.size), side='right') + 1
     return Y.reshape(S.shape)
 
+# %% ../nbs/06_propensity.ipynb #da45d92e
 def mnar_propensity_matrix(Y: np.ndarray, alpha: float = 0.25, observed_fraction: float = 0.05) -> np.ndarray:
     """Schnabel et al.'s MNAR propensities: $p = k$ for $y \\ge 4$, $k\\,\\alpha^{4-y}$ otherwise, with $k$ set so that
     the expected share of observed entries is `observed_fraction`."""
@@ -418,12 +442,15 @@ def mnar_propensity_matrix(Y: np.ndarray, alpha: float = 0.25, observed_fraction
     if k > 1: raise ValueError(f"observed_fraction={observed_fraction} needs k={k:.3f} > 1; lower it or raise alpha")
     return k * rel
 
+# %% ../nbs/06_propensity.ipynb #f45b646d
 def sample_observed(P: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    "Draw $O_{ui} \\sim \\mathrm{Bernoulli}(P_{ui})$ independently; return the `(user, item)` indices of observed entries."
+    """Draw $O_{ui} \\sim \\mathrm{Bernoulli}(P_{ui})$ independently; return the `(user, item)` indices of observed
+    entries."""
     P = np.asarray(P)
     idx = np.flatnonzero(rng.random(P.shape) < P)
     return idx // P.shape[1], idx % P.shape[1]
 
+# %% ../nbs/06_propensity.ipynb #95de3388
 def schnabel_predictions(Y: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """The five prediction matrices of Schnabel et al. (2016), sec. 6.1, built from true ratings `Y` (1..5):
     REC_ONES / REC_FOURS: `Y` with as many randomly chosen true 1s (4s) turned into 5s as there are true 5s;
@@ -448,11 +475,11 @@ def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray
               k: int = 50, threshold: float = 4.0, seed: int = 0, progress: bool = True,
               estimated: Mapping[str, Callable] | None = None,
               estimated_methods: Sequence[str] = ('ips', 'snips')) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sample `n_reps` observation sets $O \\sim \\mathrm{Bernoulli}(P)$ and estimate every (prediction, metric) with every
-    method, using the true `P` as propensities and `imputed_ratings` for DR. `estimated` maps a label to a function
-    `(user, item, observed_ratings) -> propensities` refitted on each observation set; its estimates are reported
-    as method `'<method> (<label>)'` for each of `estimated_methods`. Returns the long table of estimates
-    (rep, prediction, metric, method, estimate, se) and the true values (prediction, metric, truth)."""
+    """Sample `n_reps` observation sets $O \\sim \\mathrm{Bernoulli}(P)$ and estimate every (prediction, metric) with
+    every method, using the true `P` as propensities and `imputed_ratings` for DR. `estimated` maps a label to a
+    function `(user, item, observed_ratings) -> propensities` refitted on each observation set; its estimates are
+    reported as method `'<method> (<label>)'` for each of `estimated_methods`. Returns the long table of estimates (rep,
+    prediction, metric, method, estimate, se) and the true values (prediction, metric, truth)."""
     from tqdm.auto import tqdm
     Y = np.asarray(Y, dtype=np.float64); P = np.asarray(P, dtype=np.float64)
     if Y.shape != P.shape or Y.shape != np.shape(imputed_ratings):
@@ -469,7 +496,8 @@ def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray
     rng = np.random.default_rng(obs_seed); rows = []
     for rep in tqdm(range(n_reps), disable=not progress, desc='observation sets'):
         u, i = sample_observed(P, rng); p = P[u, i]
-        p_est = {lab: check_propensities(f(u, i, Y[u, i]), f'estimated propensities {lab!r}') for lab, f in (estimated or {}).items()}
+        p_est = {lab: check_propensities(f(u, i, Y[u, i]), f'estimated propensities {lab!r}')
+                 for lab, f in (estimated or {}).items()}
         for (name, m), (t, im) in terms.items():
             for meth, e in estimate_terms(t, u, i, p, methods, im).items():
                 rows.append((rep, name, m, meth, e.value, e.se))
@@ -479,6 +507,7 @@ def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray
     est = pd.DataFrame(rows, columns=['rep', 'prediction', 'metric', 'method', 'estimate', 'se'])
     return est, pd.DataFrame(truth, columns=['prediction', 'metric', 'truth'])
 
+# %% ../nbs/06_propensity.ipynb #877a7229
 def summarize_study(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Bias, standard deviation, RMSE and relative RMSE of each estimator against the true metric, the standard error
     of the bias, and the coverage of the nominal 95% intervals."""
@@ -508,26 +537,29 @@ def fit_mf_ips(train, propensity, clip: float | None = None, **kwargs):
 
 # %% ../nbs/06_propensity.ipynb #a2c41455
 def stratified_estimate(delta, stratum, stratum_sizes: Mapping | pd.Series) -> Estimate:
-    """Post-stratified risk $\\sum_s \\frac{N_s}{N}\\,\\bar\\delta_s$: the mean loss of the observed entries of each stratum,
-    weighted by the stratum's share of all matrix entries (`stratum_sizes[s]` = $N_s$). Equals IPS with the
-    propensity of every entry of stratum $s$ estimated as its observed share; unbiased when observation is random
-    within strata. Every stratum needs at least two observations."""
+    """Post-stratified risk $\\sum_s \\frac{N_s}{N}\\,\\bar\\delta_s$: the mean loss of the observed entries of each
+    stratum, weighted by the stratum's share of all matrix entries (`stratum_sizes[s]` = $N_s$). Equals IPS with the
+    propensity of every entry of stratum $s$ estimated as its observed share; unbiased when observation is random within
+    strata. Every stratum needs at least two observations."""
     d = np.asarray(delta, dtype=np.float64); s = np.asarray(stratum)
     _check_lengths(delta=d, stratum=s)
     sizes = pd.Series(stratum_sizes, dtype=np.float64)
     g = pd.DataFrame({'d': d, 's': s}).groupby('s').d.agg(['mean', 'var', 'count'])
     missing = sorted(set(sizes.index) - set(g.index))
-    if missing or (g['count'] < 2).any(): raise ValueError(f"every stratum needs >= 2 observations; missing or thin: {missing or list(g.index[g['count'] < 2])}")
+    if missing or (g['count'] < 2).any():
+        raise ValueError(f"every stratum needs >= 2 observations; missing or thin: "
+                         f"{missing or list(g.index[g['count'] < 2])}")
     extra = sorted(set(g.index) - set(sizes.index))
     if extra: raise ValueError(f"strata {extra} have observations but no size in stratum_sizes")
     w = sizes / sizes.sum(); g = g.loc[w.index]
     v = float((w * g['mean']).sum()); se = float(np.sqrt((w**2 * g['var'] / g['count']).sum()))
     return Estimate(v, se, 'stratified', len(d))
 
+# %% ../nbs/06_propensity.ipynb #9c309eb7
 def stratified_comparison(success, stratum, model, weights: Mapping | None = None) -> pd.DataFrame:
     """Success rates per model and stratum, the crude (pooled) rate of each model, and the standardised rate
-    $\\sum_s w_s\\,\\mathrm{rate}_{m,s}$ with common stratum weights `weights` (default: each stratum's share of all rows).
-    A Simpson reversal: one model wins in every stratum but loses on the crude rate."""
+    $\\sum_s w_s\\,\\mathrm{rate}_{m,s}$ with common stratum weights `weights` (default: each stratum's share of all
+    rows). A Simpson reversal: one model wins in every stratum but loses on the crude rate."""
     y = np.asarray(success, dtype=np.float64); s = np.asarray(stratum); m = np.asarray(model)
     _check_lengths(success=y, stratum=s, model=m)
     df = pd.DataFrame({'y': y, 's': s, 'm': m})
@@ -543,8 +575,10 @@ def stratified_comparison(success, stratum, model, weights: Mapping | None = Non
     out.index.name = 'model'; out.columns.name = None
     return out
 
+# %% ../nbs/06_propensity.ipynb #def5f9da
 def is_simpson_reversal(table: pd.DataFrame) -> bool:
-    "True if, between the first two models of a `stratified_comparison` table, the stratum winners all agree and the crude winner differs."
+    """True if, between the first two models of a `stratified_comparison` table, the stratum winners all agree and the
+    crude winner differs."""
     if len(table) < 2: raise ValueError("need two models")
     a, b = table.index[:2]
     per = [np.sign(table.loc[a, c] - table.loc[b, c]) for c in table.columns if c.startswith('rate: ')]
@@ -558,6 +592,7 @@ OBD_LICENCE = ("Open Bandit Dataset, small sample (ZOZO, Inc.; Saito et al. 2021
                "https://creativecommons.org/licenses/by/4.0/ . Read from the files of the `obp==0.4.1` wheel; "
                "nothing of it is committed to this repository.")
 
+# %% ../nbs/06_propensity.ipynb #139ba941
 def obd_folder(policy: str = 'random', campaign: str = 'all', folder=None):
     """Folder of one Open Bandit Dataset log: `folder/<policy>/<campaign>` if `folder` is given, else the small
     sample inside the installed `obp` package, located without importing it. `FileNotFoundError` when absent."""
@@ -565,7 +600,8 @@ def obd_folder(policy: str = 'random', campaign: str = 'all', folder=None):
     from thu_big_data_ml.data import _package_file
     if policy not in OBD_POLICIES: raise ValueError(f"policy must be one of {OBD_POLICIES}, got {policy!r}")
     if campaign not in OBD_CAMPAIGNS: raise ValueError(f"campaign must be one of {OBD_CAMPAIGNS}, got {campaign!r}")
-    p = Path(folder) / policy / campaign if folder is not None else _package_file('obp', f'dataset/obd/{policy}/{campaign}')
+    if folder is not None: p = Path(folder) / policy / campaign
+    else: p = _package_file('obp', f'dataset/obd/{policy}/{campaign}')
     if p is None or not (p / f'{campaign}.csv').exists():
         raise FileNotFoundError(f"Open Bandit Dataset {policy}/{campaign} not found"
                                 + (f" in {folder}" if folder is not None else
@@ -577,7 +613,8 @@ def obd_folder(policy: str = 'random', campaign: str = 'all', folder=None):
 class BanditLog:
     """Logged bandit feedback with a list of `len_list` slots: round t showed `action[t]` (item index) in slot
     `position[t]` (0-based) and saw `reward[t]` (click 0/1); `pscore[t]` is the logging policy's probability of that
-    item in that slot. `context`: one-hot user features (first level of each dropped); `action_context`: item features."""
+    item in that slot. `context`: one-hot user features (first level of each dropped); `action_context`: item
+    features."""
     policy: str
     campaign: str
     action: np.ndarray
@@ -613,10 +650,11 @@ def _column(df: pd.DataFrame, col: str, path, kind: str, lo=None, hi=None, lo_op
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         rng = '' if lo is None and hi is None else f" in {'(' if lo_open else '['}{lo}, {hi}]"
-        raise DataFormatError(path, r + 2, f"{col} must be {'an integer' if kind == 'int' else 'a finite number'}{rng}, "
-                                           f"got {df[col].iloc[r]!r}")
+        what = 'an integer' if kind == 'int' else 'a finite number'
+        raise DataFormatError(path, r + 2, f"{col} must be {what}{rng}, got {df[col].iloc[r]!r}")
     return x.astype(np.int64) if kind == 'int' else x
 
+# %% ../nbs/06_propensity.ipynb #39cf5455
 def _read_obd_csv(path) -> pd.DataFrame:
     "A CSV of the Open Bandit Dataset as strings, blank lines kept (so that row r is line r + 2)."
     from thu_big_data_ml.data import DataFormatError
@@ -673,12 +711,15 @@ def bts_prior(campaign: str = 'all', path=None) -> tuple[np.ndarray, np.ndarray]
     from thu_big_data_ml.data import _package_file
     if campaign not in OBD_CAMPAIGNS: raise ValueError(f"campaign must be one of {OBD_CAMPAIGNS}, got {campaign!r}")
     p = path or _package_file('obp', 'policy/conf/prior_bts.yaml')
-    if p is None: raise FileNotFoundError("obp's prior_bts.yaml not found; install the data carrier: pip install --no-deps obp==0.4.1")
+    if p is None:
+        raise FileNotFoundError("obp's prior_bts.yaml not found; install the data carrier: "
+                                "pip install --no-deps obp==0.4.1")
     with open(p) as f: conf = yaml.safe_load(f)
     a, b = (np.asarray(conf[campaign][k], dtype=np.float64) for k in ('alpha', 'beta'))
     if a.shape != b.shape or np.any(a <= 0) or np.any(b <= 0): raise ValueError(f"{p}: bad prior for {campaign!r}")
     return a, b
 
+# %% ../nbs/06_propensity.ipynb #13402256
 def bts_action_dist(alpha, beta, len_list: int = 3, n_sim: int = 100_000, seed: int | None = 12345,
                     chunk: int = 10_000) -> np.ndarray:
     """Slot-wise action distribution (n_actions, len_list) of Bernoulli Thompson sampling with Beta(`alpha`, `beta`)
@@ -698,6 +739,7 @@ def bts_action_dist(alpha, beta, len_list: int = 3, n_sim: int = 100_000, seed: 
         for k in range(len_list): counts[:, k] += np.bincount(top[:, k], minlength=len(a))
     return counts / n_sim
 
+# %% ../nbs/06_propensity.ipynb #dffc01f1
 def uniform_action_dist(n_actions: int, len_list: int = 3) -> np.ndarray:
     "The uniform-random policy's slot-wise action distribution: every item has probability 1/n_actions in every slot."
     if n_actions < 1 or len_list < 1: raise ValueError("n_actions and len_list must be positive")
@@ -706,18 +748,26 @@ def uniform_action_dist(n_actions: int, len_list: int = 3) -> np.ndarray:
 # %% ../nbs/06_propensity.ipynb #d78a3b1f
 OPE_METHODS = ('ips', 'snips', 'dm', 'dr', 'switch-dr', 'dr-os')
 
-def check_action_dist(action_dist, n_rounds: int, n_actions: int | None = None, len_list: int | None = None) -> np.ndarray:
+# %% ../nbs/06_propensity.ipynb #e405ebcd
+def check_action_dist(action_dist, n_rounds: int, n_actions: int | None = None,
+                      len_list: int | None = None) -> np.ndarray:
     """The evaluation policy's probabilities as an (n_rounds, n_actions, len_list) float64 array (a context-free
-    (n_actions, len_list) table is broadcast to every round): finite, in [0, 1], summing to 1 over actions in each slot."""
+    (n_actions, len_list) table is broadcast to every round): finite, in [0, 1], summing to 1 over actions in each
+    slot."""
     d = np.asarray(action_dist, dtype=np.float64)
     table = d.ndim == 2                      # context-free: check the small table, then broadcast it (no copy)
     if table: d = d[None]
     elif d.ndim != 3 or d.shape[0] != n_rounds:
-        raise ValueError(f"action_dist must have shape (n_rounds={n_rounds}, n_actions, len_list) or (n_actions, len_list), got {np.shape(action_dist)}")
-    if n_actions is not None and d.shape[1] != n_actions: raise ValueError(f"action_dist has {d.shape[1]} actions, expected {n_actions}")
-    if len_list is not None and d.shape[2] != len_list: raise ValueError(f"action_dist has {d.shape[2]} slots, expected {len_list}")
-    if not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1: raise ValueError("action_dist must be finite and in [0, 1]")
-    if not np.allclose(d.sum(axis=1), 1.0): raise ValueError("action_dist must sum to 1 over actions in each round and slot")
+        raise ValueError(f"action_dist must have shape (n_rounds={n_rounds}, n_actions, len_list) or "
+                         f"(n_actions, len_list), got {np.shape(action_dist)}")
+    if n_actions is not None and d.shape[1] != n_actions:
+        raise ValueError(f"action_dist has {d.shape[1]} actions, expected {n_actions}")
+    if len_list is not None and d.shape[2] != len_list:
+        raise ValueError(f"action_dist has {d.shape[2]} slots, expected {len_list}")
+    if not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
+        raise ValueError("action_dist must be finite and in [0, 1]")
+    if not np.allclose(d.sum(axis=1), 1.0):
+        raise ValueError("action_dist must sum to 1 over actions in each round and slot")
     return np.broadcast_to(d, (n_rounds, *d.shape[1:])) if table else d
 
 # %% ../nbs/06_propensity.ipynb #2aecd240
@@ -737,19 +787,23 @@ def _ope_inputs(reward, action, pscore, action_dist, position, q_hat, method):
     if pos.min() < 0 or pos.max() >= pi.shape[2]: raise ValueError(f"positions must lie in [0, {pi.shape[2]})")
     q = None
     if method not in ('ips', 'snips'):
-        if q_hat is None: raise ValueError(f"method {method!r} needs q_hat, the reward model's predictions (n_rounds, n_actions, len_list)")
+        if q_hat is None:
+            raise ValueError(f"method {method!r} needs q_hat, the reward model's predictions "
+                             "(n_rounds, n_actions, len_list)")
         q = np.asarray(q_hat, dtype=np.float64)
         if q.shape != pi.shape: raise ValueError(f"q_hat must have shape {pi.shape}, got {q.shape}")
         if not np.all(np.isfinite(q)): raise ValueError("q_hat contains NaN or infinite values")
     return r, a.astype(np.int64), pos.astype(np.int64), p, pi, q
 
+# %% ../nbs/06_propensity.ipynb #5ddea4cf
 def ope_round_rewards(method: str, reward, action, pscore, action_dist, position=None, q_hat=None,
                       tau: float = 1.0, lam: float = 0.0) -> np.ndarray:
     """Per-round terms whose mean is the `method`'s estimate of the evaluation policy's value, with
     $w_t = \\pi_e(a_t \\mid x_t, k_t) / \\pi_b(a_t \\mid x_t, k_t)$ in slot $k_t$ and $\\hat q$ the reward model:
     'ips' $w r$; 'snips' $w r / \\bar w$; 'dm' $\\hat q(x, \\pi_e)$; 'dr' $\\hat q(x, \\pi_e) + w (r - \\hat q(x, a))$;
-    'switch-dr' the same with $w\\,[w \\le \\tau]$; 'dr-os' with $\\lambda w / (w^2 + \\lambda)$ (shrinkage, Su et al. 2020).
-    $\\hat q(x, \\pi_e)$ is the $\\pi_e$-weighted average of $\\hat q$ over actions in the round's slot (as in obp 0.4.1)."""
+    'switch-dr' the same with $w\\,[w \\le \\tau]$; 'dr-os' with $\\lambda w / (w^2 + \\lambda)$ (shrinkage, Su et al.
+    2020). $\\hat q(x, \\pi_e)$ is the $\\pi_e$-weighted average of $\\hat q$ over actions in the round's slot (as in
+    obp 0.4.1)."""
     r, a, pos, p, pi, q = _ope_inputs(reward, action, pscore, action_dist, position, q_hat, method)
     if method == 'switch-dr' and not tau >= 0: raise ValueError(f"tau must be >= 0, got {tau}")
     if method == 'dr-os' and not lam >= 0: raise ValueError(f"lam must be >= 0, got {lam}")
@@ -779,7 +833,8 @@ def ope_estimate(method: str, reward, action, pscore, action_dist, position=None
     return Estimate(v, se, method, n)
 
 # %% ../nbs/06_propensity.ipynb #01f7b9a0
-def _boot_means(x: np.ndarray, n_boot: int, seed: int | None, w: np.ndarray | None = None, chunk: int = 200) -> np.ndarray:
+def _boot_means(x: np.ndarray, n_boot: int, seed: int | None, w: np.ndarray | None = None,
+                chunk: int = 200) -> np.ndarray:
     """Means of `x` (ratios mean(x) / mean(w) if `w` is given) over `n_boot` resamples of the rounds with replacement,
     drawn from `RandomState(seed)` in the order of obp's `estimate_confidence_interval_by_bootstrap`
     (`n_boot` successive `choice(x, size=n)`: the same indices, in chunks)."""
@@ -789,6 +844,7 @@ def _boot_means(x: np.ndarray, n_boot: int, seed: int | None, w: np.ndarray | No
         est[s:s + len(idx)] = x[idx].mean(1) / (w[idx].mean(1) if w is not None else 1.0)
     return est
 
+# %% ../nbs/06_propensity.ipynb #f095c056
 def ope_bootstrap(method: str, reward, action, pscore, action_dist, position=None, q_hat=None, tau: float = 1.0,
                   lam: float = 0.0, n_boot: int = 10_000, alpha: float = 0.05, seed: int | None = 12345,
                   renormalize: bool = True) -> dict[str, float]:
@@ -856,8 +912,9 @@ def tune_ope(method: str, grid: Sequence[float], reward, action, pscore, action_
     return float(t.loc[t['estimated MSE'].idxmin(), 'value']), t
 
 # %% ../nbs/06_propensity.ipynb #e9f73883
-def ope_report(log: BanditLog, action_dist, q_hat, truth: float | None = None, taus: Sequence[float] = (1, 2, 5, 10, 20, 50, 100),
-               lams: Sequence[float] = (1, 10, 100, 1e3, 1e4, 1e5), n_boot: int = 10_000, seed: int = 12345) -> pd.DataFrame:
+def ope_report(log: BanditLog, action_dist, q_hat, truth: float | None = None,
+               taus: Sequence[float] = (1, 2, 5, 10, 20, 50, 100), lams: Sequence[float] = (1, 10, 100, 1e3, 1e4, 1e5),
+               n_boot: int = 10_000, seed: int = 12345) -> pd.DataFrame:
     """Every OPE estimator of the evaluation policy `action_dist` from `log`, with `tau` / `lam` tuned on the log
     (`tune_ope`), the deployed (logging) policy's on-policy value as the baseline, bootstrap intervals (one resampling
     stream for all rows, so that differences are paired), the estimated gain over the deployed policy with its
@@ -869,7 +926,8 @@ def ope_report(log: BanditLog, action_dist, q_hat, truth: float | None = None, t
     rows, r = [], log.reward
     dep = _boot_means(r, n_boot, seed)
     rows.append({'estimator': f'deployed ({log.policy}), on-policy mean', 'policy': log.policy, 'estimate': r.mean(),
-                 'se': r.std(ddof=1) / np.sqrt(len(r)), 'lower': np.percentile(dep, 2.5), 'upper': np.percentile(dep, 97.5)})
+                 'se': r.std(ddof=1) / np.sqrt(len(r)), 'lower': np.percentile(dep, 2.5),
+                 'upper': np.percentile(dep, 97.5)})
     for m in OPE_METHODS:
         e = ope_estimate(m, **kw, tau=tau, lam=lam)
         x = ope_round_rewards(m, **kw, tau=tau, lam=lam)
