@@ -21,10 +21,11 @@ from .metrics import RATING_RANGE, check_index, evaluate
 from .regularization import fit_regularized_als
 
 # %% auto #0
-__all__ = ['DEFAULT_SPACE', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate', 'cv_summary',
+__all__ = ['DEFAULT_SPACE', 'NESTED_PLAN', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate', 'cv_summary',
            'check_user_time', 'prequential_split', 'prequential_rejection', 'prequential_violations', 'study_storage',
            'open_storage', 'make_study', 'fail_stale', 'run_study', 'suggest', 'als_objective', 'study_seconds',
-           'tune_cv', 'pareto_frame', 'fig_pareto', 'DegenerateTestWarning', 'paired_tests']
+           'tune_cv', 'start_from', 'nested_fingerprint', 'pareto_frame', 'fig_pareto', 'DegenerateTestWarning',
+           'paired_tests']
 
 # %% ../nbs/05_model_selection.ipynb #196fd7cd
 def concat_interactions(parts: list[Interactions]) -> Interactions:
@@ -390,18 +391,22 @@ def study_seconds(study) -> float:
 def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dict | None = None, fixed: dict | None = None,
             iters: int = 12, inner_frac: float = 0.1, sampler: str = 'tpe', study_prefix: str = 'regmf', storage: Any = None,
             enqueue: list[dict] | None = None, seed: int = 0, progress: bool = True,
-            clip: tuple[float, float] | None = RATING_RANGE) -> pd.DataFrame:
+            clip: tuple[float, float] | None = RATING_RANGE, folds: list[int] | None = None) -> pd.DataFrame:
     """Nested CV: for each outer fold of `SparseKFold(data, k_outer, seed)`, tune on an inner validation split carved from
     the outer training part (`holdout_split(..., inner_frac)`), refit the best setting on the whole outer training part
     and score it on the outer test piece (`metrics.evaluate`, `clip`). `enqueue`: settings tried first in a new study (not
-    chosen from this data). Returns one row per fold: best parameters, inner validation RMSE, outer test RMSE, search and
-    refit seconds, trials. A NaN/inf fold result is an error naming the fold."""
+    chosen from this data). `folds`: the outer folds to run (default all; a reduced plan runs fewer, the same way).
+    Returns one row per fold run: best parameters, inner validation RMSE, outer test RMSE, search and refit seconds,
+    trials. A NaN/inf fold result is an error naming the fold."""
     from optuna.trial import TrialState
     space = space if space is not None else DEFAULT_SPACE
-    folds = SparseKFold(data, k_outer, seed)
+    outer = SparseKFold(data, k_outer, seed)
+    todo = list(range(k_outer)) if folds is None else [int(j) for j in folds]
+    if not todo or any(not 0 <= j < k_outer for j in todo) or len(set(todo)) != len(todo):
+        raise ValueError(f'folds must be distinct outer fold indices in [0, {k_outer}), got {folds!r}')
     rows = []
-    for j in range(k_outer):
-        tr, te = folds.get_fold(j)
+    for j in todo:
+        tr, te = outer.get_fold(j)
         a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
         itr, iva = tr.subset(a), tr.subset(b)
         study = make_study(f'{study_prefix}-fold{j}', sampler, space if sampler == 'grid' else None, True, seed + j, storage)
@@ -426,6 +431,25 @@ def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dic
 
 DEFAULT_SPACE = {'k': ('cat', [32, 64, 96]), 'l2': ('float', 0.02, 1.0, True), 'freq_alpha': ('float', 0.0, 1.0),
                  'gram': ('float', 1e-3, 3.0, True), 'l2_bias': ('float', 1e-3, 1.0, True)}
+
+# %% ../nbs/05_model_selection.ipynb #0f7d868f
+NESTED_PLAN = {
+    '100k': dict(n_trials=8, iters=10, fixed={}, space={
+        'k': ('cat', [32, 64, 96]), 'l2': ('float', 0.05, 0.5, True), 'freq_alpha': ('float', 0.0, 1.0),
+        'gram': ('float', 1e-3, 1.0, True), 'l2_bias': ('float', 1e-3, 1.0, True)}),
+    '1m': dict(n_trials=4, iters=10, fixed={'k': 64}, space={
+        'l2': ('float', 0.05, 0.2, True), 'freq_alpha': ('float', 0.3, 0.7), 'gram': ('float', 1e-3, 0.1, True)})}
+
+def start_from(tab: pd.DataFrame, space: dict) -> list[dict]:
+    "The best row (inner validation RMSE) of another data set's nested table, clipped into `space`: a first trial to enqueue."
+    b = tab.sort_values('inner_val_rmse').iloc[0]
+    return [{p: float(np.clip(b[p], spec[1], spec[2])) for p, spec in space.items()
+             if p in b.index and spec[0] in ('float', 'int')}]
+
+def nested_fingerprint(train: Interactions, plan: dict, start: list[dict] | None) -> str:
+    "`core.data_fingerprint` of a nested study: the ratings, the plan and the enqueued start."
+    from thu_big_data_ml.core import data_fingerprint
+    return data_fingerprint(train, plan, start)
 
 # %% ../nbs/05_model_selection.ipynb #fb232aba
 def pareto_frame(study) -> pd.DataFrame:
