@@ -569,22 +569,27 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     return _stop(snap(U, V, bu, bi, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized_als')
 
 # %% ../nbs/04_regularization.ipynb #c7e73909
-def regularizer_ablation(train: Any, val: Any, k: int, l2_grid, gram_grid, iters: int = 12, tol: float = 1e-4,
+def regularizer_ablation(train: Any, val: Any, k: int, l2_grid, gram_grid, iters: int = 12, tol: float | None = None,
                          paths: tuple = ('none', 'L2', 'Gramian', 'L2 + Gramian', 'L2 + WALS weights',
                                          'L2, frequency-scaled'), progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Validation RMSE of each regularizer with its strength tuned on `val` (ALS, warm starts along each path).
 
     The L2 path runs from the strongest to the weakest strength, the first fit from random factors; 'none' starts
-    from the weakest L2 fit; the Gramian, WALS and frequency-scaled paths start from the best L2 fit. Every fit stops
-    at `iters` sweeps or when J changes by less than `tol` relative. Returns the table (regularizer, best strength,
+    from the weakest L2 fit; the Gramian, WALS and frequency-scaled paths start from the best L2 fit. The first fit
+    runs `iters` sweeps; every warm fit stops at `iters` sweeps or when J changes by less than `tol` relative (None:
+    the relative change of the first fit's last sweep, so warm fits stop as converged as the cold budget left the
+    first one). Returns the table (regularizer, best strength,
     val RMSE, sweeps, fit seconds; one row per path in `paths`) and every fit, `{(regularizer, strength): RegMF}`."""
     if 'L2' not in paths: raise ValueError("paths must include 'L2' (the other paths start from its best fit)")
-    fits, out, best = {}, [], {}
+    fits, out, best, warm_tol = {}, [], {}, [tol]
     def fit(label, g, init, **kw):
         t0 = time.perf_counter()
-        m = fit_regularized_als(train, k=k, iters=iters, tol=tol if init is not None else 0.0, init=init,
+        m = fit_regularized_als(train, k=k, iters=iters, tol=warm_tol[0] if init is not None else 0.0, init=init,
                                 progress=progress, **kw)
         m.config['seconds'] = time.perf_counter() - t0
+        if warm_tol[0] is None:                          # the cold fit sets the warm fits' tolerance
+            J = m.history.total_loss.to_numpy()
+            warm_tol[0] = float(abs(J[-1] - J[-2]) / abs(J[-2])) if len(J) > 1 else 1e-4
         fits[label, g] = m
         return m
     def path(label, grid, init, **kw):
