@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm help system-deps
+.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv help system-deps
 
 all: report
 
@@ -76,6 +76,21 @@ bench-fm: install
 	@$(MYFM_VENV)/bin/python -c "import myfm" 2>/dev/null || { \
 	  $(SURPRISE_PY) -m venv --clear $(MYFM_VENV) && $(MYFM_VENV)/bin/pip install -q myfm==0.4.0; }
 	MYFM_PYTHON=$(MYFM_VENV)/bin/python $(BIN)/python bench/bench_fm.py $(BENCH_FM_ARGS)
+
+# chapter 11 benches (bench/bench_fm.py); myfm venv as in bench-fm. CPU estimates on one quiet core.
+MYFM_RUN = MYFM_PYTHON=$(MYFM_VENV)/bin/python $(BIN)/python bench/bench_fm.py
+FM_EXTRA = flipped+user_bin+genres+year:probit
+myfm-venv:
+	@$(MYFM_VENV)/bin/python -c "import myfm" 2>/dev/null || { \
+	  $(SURPRISE_PY) -m venv --clear $(MYFM_VENV) && $(MYFM_VENV)/bin/pip install -q myfm==0.4.0; }
+bench-fm-1m: install myfm-venv          # ML-1M shared 5 folds, rank 32, 256 sweeps, ours flipped + ours declared setting + myfm flipped (~2 h CPU)
+	$(MYFM_RUN) --data 1m --folds 0 1 2 3 4 --also $(FM_EXTRA)
+bench-fm-rendle: install myfm-venv      # ML-1M Rendle's protocol (myFM's 10-fold split, fold 0), 512 sweeps (~55 min CPU)
+	$(MYFM_RUN) --data 1m --protocol rendle --folds 0 --sweeps 512 --burn-in 64 --also $(FM_EXTRA)
+bench-fm-chapter: install               # ML-100K feature-set table (9 x 5 folds) + nested 5-fold CV, 512 sweeps (~25 min CPU)
+	$(BIN)/python bench/bench_fm.py --study ml100k
+bench-fm-course: install                # course data, 10% of users: FM with/without dates and titles, ch 08's time-aware MF, floor (~8 min CPU)
+	$(BIN)/python bench/bench_fm.py --study course
 
 # obp lives in a throwaway venv outside the repo (its loader needs pandas < 2), never in the project's dependencies.
 OBP_VENV ?= /tmp/obp-venv
