@@ -194,3 +194,28 @@ def test_both_fold_apis_give_the_same_inner_splits():
         assert np.array_equal(tr.user, ref.user) and np.array_equal(tr.item, ref.item) and np.array_equal(tr.rating, ref.rating)
         a, b = holdout_split(len(tr), 0.1, seed=j), holdout_split(len(ref), 0.1, seed=j)
         assert all(np.array_equal(tr.subset(x).rating, ref.subset(y).rating) for x, y in zip(a, b))
+
+
+def test_tune_cv_subset_of_folds_is_a_prefix_of_the_full_plan(tmp_path):
+    "A reduced plan (`folds=[0]`) gives fold 0's row of the full plan; bad fold lists are errors."
+    d = toy(n_users=30, n_items=25, n=400, unique=True)
+    space = {'l2': ('float', 0.05, 0.5, True)}
+    kw = dict(k_outer=3, n_trials=2, space=space, fixed={'k': 2}, iters=2, progress=False)
+    one = tune_cv(d, study_prefix='a', storage=study_storage('a', tmp_path), folds=[0], **kw)
+    full = tune_cv(d, study_prefix='b', storage=study_storage('b', tmp_path), **kw)
+    assert list(one.fold) == [0] and list(full.fold) == [0, 1, 2]
+    assert np.isclose(one.test_rmse.iloc[0], full.test_rmse.iloc[0], atol=1e-6)
+    for bad in ([], [3], [0, 0], [-1]):
+        with pytest.raises(ValueError, match='folds must be distinct'):
+            tune_cv(d, study_prefix='c', storage=study_storage('c', tmp_path), folds=bad, **kw)
+
+
+def test_start_from_and_nested_fingerprint():
+    import pandas as pd
+    tab = pd.DataFrame({'inner_val_rmse': [0.93, 0.91], 'l2': [0.3, 0.9], 'k': [32, 96], 'gram': [0.5, 1e-4]})
+    space = sel.NESTED_PLAN['1m']['space']
+    assert sel.start_from(tab, space) == [{'l2': 0.2, 'gram': 1e-3}]           # best row, clipped into the 1M ranges
+    d = toy()
+    fp = sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.1}])
+    assert fp == sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.1}])
+    assert fp != sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.2}])
