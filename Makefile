@@ -100,12 +100,13 @@ bench-obp: install
 	  $(OBP_VENV)/bin/pip install -q torch==2.13.0 obp==0.4.1 'pandas<2' 'numpy<2'; }
 	OBP_PYTHON=$(OBP_VENV)/bin/python $(BIN)/python bench/bench_obp.py
 
-# Any other bench: `make bench-<name>` runs bench/bench_<name>.py (e.g. bench-autorec, bench-bayes, bench-hpo);
+# Any other bench: `make bench-<name>` runs bench/bench_<name>.py, '-' read as '_' (bench-autorec, bench-bayes, bench-hpo,
+# bench-regularization, bench-mf-nested);
 # a bench that writes a results file (thu_big_data_ml.core.write_results) makes the chapter reading it show the full run.
 BENCH_ARGS ?=
 bench-%: install data
-	@test -f bench/bench_$*.py || { echo "no bench/bench_$*.py (benches: $$(ls bench/bench_*.py | sed 's#bench/bench_##; s#\.py##' | tr '\n' ' '))"; exit 2; }
-	$(BIN)/python bench/bench_$*.py $(BENCH_ARGS)
+	@test -f bench/bench_$(subst -,_,$*).py || { echo "no bench/bench_$(subst -,_,$*).py (benches: $$(ls bench/bench_*.py | sed 's#bench/bench_##; s#\.py##' | tr '\n' ' '))"; exit 2; }
+	$(BIN)/python bench/bench_$(subst -,_,$*).py $(BENCH_ARGS)
 
 clean:
 	rm -rf _site _docs _report
