@@ -1115,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-pdf', action='store_true')
     ap.add_argument('--no-check', action='store_true', help='skip the headless-browser check')
     ap.add_argument('--fallback', action='store_true', help='use the standard-tools build even when quarto exists')
-    ap.add_argument('--timeout', type=int, default=1800, help='seconds allowed per cell')
+    ap.add_argument('--timeout', type=int, default=3600, help='seconds allowed per cell (a loaded machine is slow, not wrong)')
     ap.add_argument('--strict-budgets', action='store_true',
                     help='fail (exit 3) when an executed chapter took longer than its budget in nbs/_budgets.json')
     ap.add_argument('--quick', action='store_true',
