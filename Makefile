@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv help system-deps
+.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
 
 all: report
 
@@ -102,6 +102,10 @@ bench-obp: install
 	  $(SURPRISE_PY) -m venv --clear $(OBP_VENV) && \
 	  $(OBP_VENV)/bin/pip install -q torch==2.13.0 obp==0.4.1 'pandas<2' 'numpy<2'; }
 	OBP_PYTHON=$(OBP_VENV)/bin/python $(BIN)/python bench/bench_obp.py
+
+# chapter 10: the ML-1M nested 5-fold study of bayes.NESTED_PLAN (results file read by the chapter)
+bench-bayes: install data
+	$(BIN)/python bench/bench_bayes.py --data 1m --folds 0 1 2 3 4 --sweep-timing
 
 # Any other bench: `make bench-<name>` runs bench/bench_<name>.py, '-' read as '_' (bench-autorec, bench-bayes, bench-hpo,
 # bench-regularization, bench-mf-nested);
