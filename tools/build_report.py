@@ -409,6 +409,7 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
     os.environ['PLOTLY_RENDERER'] = 'plotly_mimetype'  # figures stay JSON; the site ships plotly.js once
     os.environ.setdefault('PYDEVD_DISABLE_FILE_VALIDATION', '1')
     os.environ['THU_BIG_DATA_ML_REPORT'] = '1'
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # idle OpenMP (numba) workers sleep instead of spinning on a shared machine
     os.environ['THU_BDML_SCALE'] = 'small' if skip_slow else 'full'   # the kernels' scale, whatever the shell set
     out_dir = build / 'executed'
     out_dir.mkdir(parents=True, exist_ok=True)
