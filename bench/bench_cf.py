@@ -145,7 +145,7 @@ def main(scale: str = 'full') -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(summary, indent=1))
-    print(f"written {out}")
+    print(f"written {out.relative_to(project_root())}")   # no machine paths in the report
     return result
 
 

@@ -59,6 +59,9 @@ WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 # every cell each one in the namespace, so a dataset counts even when the chapter drops or overwrites it. Nothing
 # is added to the chapter's namespace.
 WATCH_CELL = INFO_MARK + r'''
+import warnings as __w   # tqdm's notebook-widget notice names the build machine's site-packages: not report content
+__w.filterwarnings('ignore', message='IProgress not found')
+del __w
 def __report_install():
     import sys, types
     rep = types.ModuleType('__report__')
