@@ -21,7 +21,8 @@ def _chapters(folder: Path) -> None:
     """Two small chapters in the project's conventions: title + summary, math, plotly, table, headline, hidden cell."""
     nb1 = nbformat.v4.new_notebook(cells=[
         md('# Alpha chapter\n\n> A small chapter with a figure and math.\n\n'
-           'The objective is $J = \\tfrac12\\|A \\circ (X - UV^T)\\|_F^2 + \\lambda \\|U\\|_F^2$.\n\n'
+           'The objective is $J = \\tfrac12\\|A \\circ (X - UV^T)\\|_F^2 + \\lambda \\|U\\|_F^2$, '
+           'masked as $(r - h(r)) \\odot m$.\n\n'
            '$$\\hat r_{ij} = \\frac{\\sum_k s_{ik} x_{kj}}{\\sum_k s_{ik}}$$'),
         code("SCALE = 'small'"),
         md('## Evidence\n\n| k | value |\n|---|---|\n| 20 | 1 |'),
@@ -271,3 +272,24 @@ def test_quarto_book_lists_every_chapter():
     conf = yaml.safe_load((ROOT / 'nbs' / '_quarto.yml').read_text(encoding='utf-8'))
     want = ['index.ipynb'] + [p.name for p in build_report.chapter_notebooks(ROOT / 'nbs')]
     assert conf['book']['chapters'] == want
+
+
+def test_typst_symbol_renames_and_bad_chapter_degrades(tmp_path):
+    """pandoc writes `dot.circle` for \\odot, which typst 0.15 no longer knows; a chapter typst cannot compile
+    becomes a note in the PDF (warning in the log) instead of failing the whole PDF."""
+    assert build_report.typst_compat('$a dot.circle b plus.circle c$') == '$a dot.o b plus.o c$'
+    assert build_report.typst_compat('dot.circles') == 'dot.circles'
+    import json as _json
+    pandoc = build_report.pandoc_path()
+    meta = tmp_path / 'meta.json'
+    meta.write_text(_json.dumps({'title': 't'}))
+    good = '# Good\n\nMasked loss $(r - h) \\odot m$.'
+    bad = '# Bad\n\n```{=typst}\n#this_function_does_not_exist()\n```'
+    pdf = tmp_path / 'r.pdf'
+    replaced = build_report.typeset_chapters([good, bad], ['Good', 'Bad'], tmp_path, tmp_path / 'r.typ', pdf,
+                                             pandoc, meta)
+    assert replaced == ['Bad'] and pdf.stat().st_size > 0
+    from pypdf import PdfReader
+    text = ''.join(pg.extract_text() for pg in PdfReader(str(pdf)).pages)
+    assert 'could not be typeset' in text and 'Masked loss' in text
+    assert build_report.typeset_chapters([good], ['Good'], tmp_path, tmp_path / 'r.typ', pdf, pandoc, meta) == []

@@ -412,7 +412,8 @@ def execute_all(notebooks: list[Path], build: Path, root: Path, force: bool, tim
     os.environ['PLOTLY_RENDERER'] = 'plotly_mimetype'  # figures stay JSON; the site ships plotly.js once
     os.environ.setdefault('PYDEVD_DISABLE_FILE_VALIDATION', '1')
     os.environ['THU_BIG_DATA_ML_REPORT'] = '1'
-    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # idle OpenMP (numba) workers sleep instead of spinning on a shared machine
+    # idle OpenMP (numba) workers sleep instead of spinning on a shared machine
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     os.environ['THU_BDML_SCALE'] = 'small' if skip_slow else 'full'   # the kernels' scale, whatever the shell set
     out_dir = build / 'executed'
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -879,6 +880,15 @@ def typst_friendly_math(md: str) -> str:
     return _MATH.sub(lambda m: m.group(0).replace('\\|', '\\Vert '), md)
 
 
+# Symbol names pandoc writes that newer typst releases dropped (typst 0.15: the `circle` modifier became `o`).
+_TYPST_RENAMES = re.compile(r'\b(dot|plus|minus|times|div)\.circle\b')
+
+
+def typst_compat(typ: str) -> str:
+    """Rename symbols in pandoc's typst output that the installed typst no longer knows (`dot.circle` -> `dot.o`)."""
+    return _TYPST_RENAMES.sub(r'\1.o', typ)
+
+
 def is_export_cell(cell) -> bool:
     return any(k in cell_directives(cell.source) for k in ('export', 'exports', 'exporti'))
 
@@ -1004,6 +1014,68 @@ TYPST_HEADER = r"""
 """
 
 
+def _first_error(msg: str) -> str:
+    return next((ln.strip() for ln in msg.splitlines() if ln.strip()), 'error')[:160].replace('*', '')
+
+
+def _pandoc_typst(md_path: Path, typ: Path, pandoc: str, meta_path: Path | None, cwd: Path) -> None:
+    args = [pandoc, str(md_path), '-f', 'markdown+tex_math_dollars+pipe_tables+grid_tables+raw_attribute',
+            '-t', 'typst', '-o', str(typ)]
+    if meta_path is not None:
+        args += ['-s', '--metadata-file', str(meta_path), '-V', f'header-includes={TYPST_HEADER}']
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd)
+    if r.returncode != 0:
+        raise BuildError(f'pandoc (markdown -> typst) failed:\n{r.stderr[-3000:]}')
+    typ.write_text(typst_compat(typ.read_text(encoding='utf-8')), encoding='utf-8')
+
+
+def _typeset(parts: list[str], work: Path, typ: Path, pdf_path: Path, pandoc: str, meta_path: Path) -> None:
+    """All chapters -> one typst file -> PDF; BuildError naming the step that failed."""
+    md_path = work / 'report.md'
+    md_path.write_text('```{=typst}\n#pagebreak(weak: true)\n```\n\n' + '\n\n'.join(parts), encoding='utf-8')
+    _pandoc_typst(md_path, typ, pandoc, meta_path, work)
+    import typst
+    try:
+        typst.compile(str(typ), output=str(pdf_path), root=str(work))
+    except Exception as e:
+        raise BuildError(f'typst could not compile {typ.name}: {e}') from None
+
+
+def typeset_chapters(parts: list[str], titles: list[str], work: Path, typ: Path, pdf_path: Path, pandoc: str,
+                     meta_path: Path) -> list[str]:
+    """Typeset all chapters into one PDF. A chapter that pandoc/typst cannot typeset alone is replaced by a note
+    (the HTML site has it) with a warning, instead of failing the whole PDF. Returns the titles replaced."""
+    try:
+        _typeset(parts, work, typ, pdf_path, pandoc, meta_path)
+        return []
+    except BuildError as e:
+        err = str(e)
+        bad = [i for i, part in enumerate(parts) if not _typesets(part, work, pandoc, meta_path)]
+        if not bad:
+            raise
+    parts = list(parts)
+    for i in bad:
+        log(f'WARNING PDF: chapter "{titles[i]}" could not be typeset ({_first_error(err)}); its PDF section is a '
+            'note, the HTML site has it in full')
+        parts[i] = (f'# {titles[i]}\n\n*This chapter could not be typeset for the PDF by this build '
+                    f'(typst: {_first_error(err)}); read it on the HTML site.*')
+    _typeset(parts, work, typ, pdf_path, pandoc, meta_path)
+    return [titles[i] for i in bad]
+
+
+def _typesets(part: str, work: Path, pandoc: str, meta_path: Path | None = None) -> bool:
+    """Whether one chapter alone goes through pandoc and typst (used to find the chapter that broke the PDF)."""
+    import typst
+    one = work / '_one_chapter.md'
+    one.write_text(part, encoding='utf-8')
+    try:
+        _pandoc_typst(one, work / '_one_chapter.typ', pandoc, meta_path, work)
+        typst.compile(str(work / '_one_chapter.typ'), output=str(work / '_one_chapter.pdf'), root=str(work))
+        return True
+    except Exception:
+        return False
+
+
 def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: Path, settings: dict, machine: str,
               have_chromium: bool, pdf_code: str = 'analysis') -> Path:
     import nbformat
@@ -1030,9 +1102,6 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
     front = (f'**Provenance.** Every figure and number in this report comes from executing the notebooks on {when} '
              f'on: {machine}.{code_note}\n\n| # | Chapter | Data | Run time |\n|---|---|---|---|\n{prov_rows}\n\n'
              '```{=typst}\n#pagebreak()\n```\n')
-    body_md = '```{=typst}\n#pagebreak(weak: true)\n```\n\n' + '\n\n'.join(parts)
-    md_path = work / 'report.md'
-    md_path.write_text(body_md, encoding='utf-8')
     meta = {'title': title, 'subtitle': 'thu_big_data_ml: a literate, reproducible laboratory',
             'author': [settings.get('author', '')], 'date': when, 'abstract': settings.get('description', ''),
             'abstract-title': 'Abstract', 'toc': True, 'toc-depth': 2, 'section-numbering': '1.1',
@@ -1043,17 +1112,7 @@ def build_pdf(records: list[dict], chapters: list[dict], build: Path, pdf_path: 
     meta_path.write_text(json.dumps(meta), encoding='utf-8')
     typ = work / 'report.typ'
     t0 = time.monotonic()
-    r = subprocess.run([pandoc, str(md_path), '-f', 'markdown+tex_math_dollars+pipe_tables+grid_tables+raw_attribute',
-                        '-t', 'typst', '-s', '--metadata-file', str(meta_path),
-                        '-V', f'header-includes={TYPST_HEADER}', '-o', str(typ)],
-                       capture_output=True, text=True, timeout=600, cwd=work)
-    if r.returncode != 0:
-        raise BuildError(f'pandoc (markdown -> typst) failed:\n{r.stderr[-3000:]}')
-    import typst
-    try:
-        typst.compile(str(typ), output=str(pdf_path), root=str(work))
-    except Exception as e:
-        raise BuildError(f'typst could not compile {typ}: {e}') from None
+    typeset_chapters(parts, [c['title'] for c in chapters], work, typ, pdf_path, pandoc, meta_path)
     log(f'PDF: {pdf_path} ({pdf_path.stat().st_size / 2**20:.1f} MiB, pandoc+typst {time.monotonic() - t0:.1f} s)')
     return pdf_path
 
@@ -1119,7 +1178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-pdf', action='store_true')
     ap.add_argument('--no-check', action='store_true', help='skip the headless-browser check')
     ap.add_argument('--fallback', action='store_true', help='use the standard-tools build even when quarto exists')
-    ap.add_argument('--timeout', type=int, default=3600, help='seconds allowed per cell (a loaded machine is slow, not wrong)')
+    ap.add_argument('--timeout', type=int, default=3600,
+                    help='seconds allowed per cell (a loaded machine is slow, not wrong)')
     ap.add_argument('--strict-budgets', action='store_true',
                     help='fail (exit 3) when an executed chapter took longer than its budget in nbs/_budgets.json')
     ap.add_argument('--quick', action='store_true',
