@@ -293,3 +293,11 @@ def test_typst_symbol_renames_and_bad_chapter_degrades(tmp_path):
     text = ''.join(pg.extract_text() for pg in PdfReader(str(pdf)).pages)
     assert 'could not be typeset' in text and 'Masked loss' in text
     assert build_report.typeset_chapters([good], ['Good'], tmp_path, tmp_path / 'r.typ', pdf, pandoc, meta) == []
+
+
+def test_headline_changes_are_reported():
+    old = [{'stem': '01_a', 'headline': 'RMSE **0.9000**'}, {'stem': '02_b', 'headline': 'x'}]
+    new = [{'stem': '01_a', 'headline': 'RMSE **0.9100**'}, {'stem': '02_b', 'headline': 'x'}, {'stem': '03_c'}]
+    lines = build_report.headline_changes(old, new)
+    assert len(lines) == 1 and '01_a' in lines[0] and '0.9000' in lines[0] and '0.9100' in lines[0]
+    assert build_report.headline_changes([], new) == []

@@ -1167,6 +1167,13 @@ def browser_check(site: Path, chapters: list[dict], strict: bool) -> bool:
 
 # ----------------------------------------------------------------------------- main
 
+def headline_changes(old: list[dict], new: list[dict]) -> list[str]:
+    """Lines naming each chapter whose headline differs from the previous build's (numbers moved: say why)."""
+    before = {c.get('stem'): c.get('headline', '') for c in old}
+    return [f'headline changed: {c["stem"]}: {before[c["stem"]]!r} -> {c.get("headline", "")!r}'
+            for c in new if c.get('stem') in before and before[c['stem']] != c.get('headline', '')]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description='Build the report (HTML site + one PDF) from the executed notebooks.')
     ap.add_argument('--nbs', default=str(ROOT / 'nbs'), help='notebook folder (default nbs/)')
@@ -1212,6 +1219,10 @@ def main(argv: list[str] | None = None) -> int:
         chapters = build_site(records, site, settings, machine, pdf_rel, 'the standard-tools fallback (no Quarto)')
         if not a.no_pdf:
             build_pdf(records, chapters, build, site / PDF_NAME, settings, machine, have_chromium, a.pdf_code)
+        old_path = build / 'chapters.json'
+        old = json.loads(old_path.read_text(encoding='utf-8')) if old_path.exists() else []
+        for line in headline_changes(old, chapters):
+            log(line)
         (build / 'chapters.json').write_text(json.dumps(
             [{k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()} for c in chapters], indent=1),
             encoding='utf-8')
