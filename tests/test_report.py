@@ -301,3 +301,17 @@ def test_headline_changes_are_reported():
     lines = build_report.headline_changes(old, new)
     assert len(lines) == 1 and '01_a' in lines[0] and '0.9000' in lines[0] and '0.9100' in lines[0]
     assert build_report.headline_changes([], new) == []
+
+
+def test_method_colours_are_the_same_in_every_figure():
+    import plotly.graph_objects as go
+    spec = go.Figure([go.Scatter(y=[1, 2], name='biased MF'), go.Bar(y=[1], name='ALS'), go.Scatter(y=[3], name='other'),
+                      go.Scatter(y=[1, 2], name='MF', marker=dict(color=[1, 2]))]).to_plotly_json()
+    out = build_report.recolour(spec)
+    c = build_report.METHOD_COLOURS
+    assert out['data'][0]['line']['color'] == out['data'][0]['marker']['color'] == c['biased mf']
+    assert out['data'][1]['marker']['color'] == c['als'] and 'line' not in out['data'][1]
+    assert out['data'][2] == spec['data'][2]                       # unknown names keep plotly's colours
+    assert out['data'][3]['marker']['color'] == [1, 2] and out['data'][3]['line']['color'] == c['mf']
+    go.Figure(out)                                                 # still a valid figure for kaleido
+    assert spec['data'][0].get('line', {}).get('color') is None    # the input is not modified

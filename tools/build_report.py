@@ -629,6 +629,45 @@ class FigureCounter:
         return f'{stem}-fig{self.n}'
 
 
+# One colour per method in every chapter's figures (issue 17: "consistent colours for a method across chapters").
+# Trace names are matched case-insensitively after stripping; traces of other names keep plotly's colours.
+METHOD_COLOURS = {
+    'cf': '#7f7f7f', 'cosine cf': '#7f7f7f', 'user cf': '#7f7f7f', 'item cf': '#bcbd22',
+    'mf': '#1f77b4', 'biased mf': '#d62728', 'time-aware mf': '#9467bd', 'bayesian mf': '#2ca02c',
+    'fm': '#17becf', 'bayesian fm': '#17becf', 'autorec': '#ff7f0e', 'i-autorec': '#ff7f0e',
+    'gd': '#1f77b4', 'adam': '#ff7f0e', 'als': '#2ca02c',
+    'numba': '#1f77b4', 'jax': '#9467bd', 'torch': '#d62728', 'pytorch': '#d62728',
+    'surprise svd': '#8c564b', 'surprise svd++': '#e377c2', 'tpe': '#2ca02c', 'random': '#7f7f7f',
+}
+
+
+_COLOURED_PARTS = {'scatter': ('line', 'marker'), 'scattergl': ('line', 'marker'), 'bar': ('marker',),
+                   'box': ('line', 'marker'), 'violin': ('line', 'marker'), 'histogram': ('marker',)}
+
+
+def recolour(spec: dict) -> dict:
+    """A copy of a plotly figure spec whose traces named after a known method get that method's colour."""
+    data = spec.get('data')
+    if not isinstance(data, list):
+        return spec
+    out = dict(spec)
+    out['data'] = []
+    for tr in data:
+        c = METHOD_COLOURS.get(str(tr.get('name', '')).strip().lower()) if isinstance(tr, dict) else None
+        parts = _COLOURED_PARTS.get(tr.get('type', 'scatter')) if c is not None else None
+        if not parts:
+            out['data'].append(tr)
+            continue
+        tr = dict(tr)
+        for part in parts:
+            v = dict(tr.get(part) or {})
+            if not isinstance(v.get('color'), (list, tuple, dict)):  # keep per-point colour arrays
+                v['color'] = c
+            tr[part] = v
+        out['data'].append(tr)
+    return out
+
+
 def render_output_html(o, figs: FigureCounter, stem: str) -> str:
     t = o.get('output_type')
     if t == 'stream':
@@ -644,7 +683,7 @@ def render_output_html(o, figs: FigureCounter, stem: str) -> str:
     d = o.get('data', {})
     if PLOTLY_MIME in d:
         fid = figs.next(stem)
-        spec = json.dumps(d[PLOTLY_MIME]).replace('</', '<\\/')
+        spec = json.dumps(recolour(d[PLOTLY_MIME])).replace('</', '<\\/')
         return (f'<div class="plotly-figure" id="{fid}"></div>'
                 f'<script type="application/json" class="plotly-data" data-target="{fid}">{spec}</script>')
     if WIDGET_MIME in d and 'text/plain' in d and _is_progress(_text(d['text/plain'])):
@@ -930,7 +969,7 @@ def chapter_markdown(nb, ch: dict, media: Path, fig_jobs: list, pandoc: str, pdf
                 continue
             d = o.get('data', {})
             if PLOTLY_MIME in d:
-                spec = d[PLOTLY_MIME]
+                spec = recolour(d[PLOTLY_MIME])
                 key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
                 png = media / f'fig-{key}.png'
                 fig_jobs.append((spec, png))
