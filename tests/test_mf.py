@@ -306,3 +306,16 @@ def test_nested_cv_movielens_one_fold():
     cv = nested_cv_movielens('100k', [(4, 10.0, 'uniform'), (4, 0.05, 'count')], max_folds=1, sweeps=3)
     assert len(cv) == 1 and {'k', 'lam', 'reg', 'val RMSE', 'test RMSE'} <= set(cv.columns)
     assert 0.85 < cv['test RMSE'].iloc[0] < 1.1
+
+
+@pytest.mark.parametrize('d,dtype', [(1, np.float64), (7, np.float32), (21, np.float64)])
+def test_chol_solve_matches_numpy_solve(d, dtype):
+    "The shared Cholesky helper (also chapter 04's block solver) against np.linalg.solve, and non-SPD reported."
+    from thu_big_data_ml.mf import _chol_solve
+    r = np.random.default_rng(d)
+    M = r.normal(size=(d, d)); A = (M @ M.T).astype(dtype)
+    b, x, L = r.normal(size=d), np.full(d, np.nan), np.empty((d, d))
+    assert _chol_solve(A, 0.3, b, x, L)
+    np.testing.assert_allclose(x, np.linalg.solve(A.astype(np.float64) + 0.3 * np.eye(d), b), rtol=1e-4 if dtype == np.float32 else 1e-9)
+    assert not _chol_solve(-A, 0.0, b, x, L)
+    assert not _chol_solve(np.full((d, d), np.nan), 1.0, b, x, L)   # NaN is not positive: reported, not propagated

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit, prange
 
 from .metrics import check_pairs, check_triples, rmse, score, unseen_info
 
@@ -196,135 +197,157 @@ class MFModel:
         return objective(self.U, self.V, data, lam, weights, self.mu, self.bu if biased else None,
                          self.bi if biased else None, self.config.get('reg', 'uniform'))
 
-# %% ../nbs/03_matrix_factorization.ipynb #c57a27cf
-def _numba():
-    "Compile the numba kernels on first use (nothing happens at import)."
-    global _NB
-    if _NB is not None: return _NB
-    from numba import njit, prange
+# %% ../nbs/03_matrix_factorization.ipynb #189ee73d
+def _jit(parallel: bool = True, fastmath=True):
+    "`numba.njit` with an on-disk cache next to the module (no cache where numba has no locator, e.g. exec'd code)."
+    def deco(f):
+        try: return njit(parallel=parallel, fastmath=fastmath, cache=True)(f)
+        except RuntimeError: return njit(parallel=parallel, fastmath=fastmath)(f)
+    return deco
 
-    def jit(f):
-        try: return njit(parallel=True, fastmath=True, cache=True)(f)        # cached next to the module
-        except RuntimeError: return njit(parallel=True, fastmath=True)(f)   # no cache locator (e.g. exec'd code)
+_SAFE_MATH = {'reassoc', 'contract', 'arcp', 'nsz'}   # fastmath without 'nnan'/'ninf': NaN tests keep their meaning
 
-    @jit
-    def predict(U, V, mu, bu, bi, user, item):
-        n, k = len(user), U.shape[1]
-        out = np.empty(n, np.float32)
-        for j in prange(n):
-            u, i = user[j], item[j]
-            p = mu + bu[u] + bi[i]
-            for f in range(k): p += U[u, f] * V[i, f]
-            out[j] = p
-        return out
+@_jit(parallel=False, fastmath=_SAFE_MATH)
+def _chol_solve(A, shift, rhs, out, L) -> bool:
+    """Solve (A + shift I) out = rhs by a Cholesky factorisation into the float64 workspace `L` (d x d, reused: no
+    allocation); only the lower triangle of `A` is read, any float dtype. Returns False (and leaves `out` undefined)
+    when the matrix is not positive definite to rounding, so the caller can add jitter or fall back to LU."""
+    d = len(rhs)
+    for i in range(d):
+        for j in range(i + 1):
+            acc = np.float64(A[i, j]) + (shift if i == j else 0.0)
+            for p in range(j): acc -= L[i, p] * L[j, p]
+            if i == j:
+                if not acc > 0.0: return False
+                L[i, i] = np.sqrt(acc)
+            else: L[i, j] = acc / L[j, j]
+    for i in range(d):                          # L y = rhs, then L^T out = y
+        acc = np.float64(rhs[i])
+        for p in range(i): acc -= L[i, p] * out[p]
+        out[i] = acc / L[i, i]
+    for i in range(d - 1, -1, -1):
+        acc = out[i]
+        for p in range(i + 1, d): acc -= L[p, i] * out[p]
+        out[i] = acc / L[i, i]
+    return True
 
-    @jit
-    def grad_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, pos, r_out, gA, gbA):
-        "One pass over the rows of A (CSR): residuals (stored at their CSC position) and dJ/dA, dJ/dbA."
-        n, k = A.shape
-        sse = 0.0; wsse = 0.0
-        for a in prange(n):
-            acc = np.zeros(k, np.float32)
-            gb = np.float32(0.0)
-            for j in range(indptr[a], indptr[a + 1]):
-                b = col[j]
-                p = mu + bA[a] + bB[b]
-                for f in range(k): p += A[a, f] * B[b, f]
-                e = p - x[j]
-                we = w[j] * e
-                sse += e * e; wsse += we * e
-                r_out[pos[j]] = we
-                gb += we
-                for f in range(k): acc[f] += we * B[b, f]
-            la = 2 * lam * ra[a]
-            for f in range(k): gA[a, f] = acc[f] + la * A[a, f]
-            gbA[a] = gb + la * bA[a]
-        return sse, wsse
+# %% ../nbs/03_matrix_factorization.ipynb #a56ec880
+@_jit()
+def _predict_kernel(U, V, mu, bu, bi, user, item):
+    "mu + bu[u] + bi[i] + U[u].V[i] for every pair (float32)."
+    n, k = len(user), U.shape[1]
+    out = np.empty(n, np.float32)
+    for j in prange(n):
+        u, i = user[j], item[j]
+        p = mu + bu[u] + bi[i]
+        for f in range(k): p += U[u, f] * V[i, f]
+        out[j] = p
+    return out
 
-    @jit
-    def grad_cols(indptr, row, r, A, B, bB, lam, rb, gB, gbB):
-        "One pass over the columns (CSC) with the stored residuals: dJ/dB, dJ/dbB."
-        n, k = B.shape
-        for b in prange(n):
-            acc = np.zeros(k, np.float32)
-            gb = np.float32(0.0)
-            for j in range(indptr[b], indptr[b + 1]):
-                a = row[j]; e = r[j]
-                gb += e
-                for f in range(k): acc[f] += e * A[a, f]
-            lb = 2 * lam * rb[b]
-            for f in range(k): gB[b, f] = acc[f] + lb * B[b, f]
-            gbB[b] = gb + lb * bB[b]
+# %% ../nbs/03_matrix_factorization.ipynb #7ec5e6a5
+@_jit()
+def _grad_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, pos, r_out, gA, gbA):
+    "One pass over the rows of A (CSR): residuals (stored at their CSC position) and dJ/dA, dJ/dbA; returns SSE, WSSE."
+    n, k = A.shape
+    sse = 0.0; wsse = 0.0
+    for a in prange(n):
+        acc = np.zeros(k, np.float32)
+        gb = np.float32(0.0)
+        for j in range(indptr[a], indptr[a + 1]):
+            b = col[j]
+            p = mu + bA[a] + bB[b]
+            for f in range(k): p += A[a, f] * B[b, f]
+            e = p - x[j]
+            we = w[j] * e
+            sse += e * e; wsse += we * e
+            r_out[pos[j]] = we
+            gb += we
+            for f in range(k): acc[f] += we * B[b, f]
+        la = 2 * lam * ra[a]
+        for f in range(k): gA[a, f] = acc[f] + la * A[a, f]
+        gbA[a] = gb + la * bA[a]
+    return sse, wsse
 
-    @jit
-    def als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse):
-        """Exact minimiser of J over every row of A (and bA when biased) with B fixed: one k x k solve per row.
-        Gram Z^T Z by BLAS (one call per row), right-hand side and Cholesky factorisation in float64.
-        With want_sse, also the (weighted) squared error of every rating at the new A (J without a second pass)."""
-        n, k = A.shape
-        kk = k + 1 if biased else k
-        err = np.zeros((n, 2) if want_sse else (0, 2))   # per row: squared and weighted squared errors
-        for a in prange(n):
+# %% ../nbs/03_matrix_factorization.ipynb #38f63d16
+@_jit()
+def _grad_cols(indptr, row, r, A, B, bB, lam, rb, gB, gbB):
+    "One pass over the columns (CSC) with the stored residuals: dJ/dB, dJ/dbB."
+    n, k = B.shape
+    for b in prange(n):
+        acc = np.zeros(k, np.float32)
+        gb = np.float32(0.0)
+        for j in range(indptr[b], indptr[b + 1]):
+            a = row[j]; e = r[j]
+            gb += e
+            for f in range(k): acc[f] += e * A[a, f]
+        lb = 2 * lam * rb[b]
+        for f in range(k): gB[b, f] = acc[f] + lb * B[b, f]
+        gbB[b] = gb + lb * bB[b]
+
+# %% ../nbs/03_matrix_factorization.ipynb #1fbe4f69
+@_jit(parallel=False)
+def _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs):
+    "Rows sqrt(w) [B[b], 1] of one row's ratings into Z[:m], and rhs = Z^T sqrt(w) (x - mu - bB[b]) in float64."
+    k, kk = B.shape[1], Z.shape[1]
+    rhs[:] = 0.0
+    for jj in range(hi - lo):
+        j = lo + jj; b = col[j]
+        s = np.float32(np.sqrt(w[j])) if weighted else np.float32(1.0)
+        for f in range(k): Z[jj, f] = s * B[b, f]
+        if biased: Z[jj, k] = s
+        t = np.float64(s * (x[j] - mu - bB[b]))
+        for f in range(kk): rhs[f] += t * Z[jj, f]
+
+@_jit(parallel=False)
+def _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a):
+    "Squared and weighted squared errors of row a's ratings (float64)."
+    se = 0.0; wse = 0.0
+    for j in range(lo, hi):
+        b = col[j]
+        p = mu + bA[a] + bB[b]
+        for f in range(A.shape[1]): p += A[a, f] * B[b, f]
+        e = np.float64(p - x[j])
+        se += e * e; wse += w[j] * e * e
+    return se, wse
+
+# %% ../nbs/03_matrix_factorization.ipynb #b399b7bf
+@_jit()
+def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse):
+    """Exact minimiser of J over every row of A (and bA when biased) with B fixed: one k x k solve per row, the Gram
+    Z^T Z by one BLAS call (float32), right-hand side and Cholesky (`_chol_solve`) in float64. Rows go in blocks,
+    each with its own workspace. With want_sse, also the (weighted) SSE of every rating at the new A."""
+    n, k = A.shape
+    kk = k + 1 if biased else k
+    err = np.zeros((n, 2) if want_sse else (0, 2))
+    n_blocks = min(n, 512)
+    for c in prange(n_blocks):
+        r0, r1 = c * n // n_blocks, (c + 1) * n // n_blocks
+        m_max = 1
+        for a in range(r0, r1): m_max = max(m_max, indptr[a + 1] - indptr[a])
+        Z = np.empty((m_max, kk), np.float32)
+        rhs, y, L = np.empty(kk), np.empty(kk), np.empty((kk, kk))
+        for a in range(r0, r1):
             lo, hi = indptr[a], indptr[a + 1]
-            m = hi - lo
-            if m == 0:                                   # no ratings: the penalty alone, minimised at 0
-                for f in range(k): A[a, f] = 0.0
-                bA[a] = 0.0
+            if hi == lo:                                     # no ratings: the penalty alone, minimised at 0
+                A[a, :] = 0.0; bA[a] = 0.0
                 continue
-            Z = np.empty((m, kk), np.float32)            # rows sqrt(w) [B[b], 1]
-            rhs = np.zeros(kk, np.float64)               # Z^T sqrt(w) (x - mu - bB[b])
-            for jj in range(m):
-                j = lo + jj; b = col[j]
-                s = np.float32(np.sqrt(w[j])) if weighted else np.float32(1.0)
-                for f in range(k): Z[jj, f] = s * B[b, f]
-                if biased: Z[jj, k] = s
-                t = np.float64(s * (x[j] - mu - bB[b]))
-                for f in range(kk): rhs[f] += t * Z[jj, f]
-            G = Z.T @ Z
+            _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs)
+            Zm = Z[:hi - lo]
+            G = Zm.T @ Zm
             d = 2.0 * np.float64(lam) * np.float64(ra[a])
-            L = np.empty((kk, kk), np.float64)           # G + d I = L L^T (G is SPD: d > 0)
-            ok = True
-            for i in range(kk):
-                for j in range(i + 1):
-                    acc = np.float64(G[i, j]) + (d if i == j else 0.0)
-                    for p in range(j): acc -= L[i, p] * L[j, p]
-                    if i == j:
-                        if not acc > 0.0:
-                            ok = False; break
-                        L[i, i] = np.sqrt(acc)
-                    else: L[i, j] = acc / L[j, j]
-                if not ok: break
-            if ok:
-                y = np.empty(kk, np.float64)
-                for i in range(kk):                      # L y = rhs, then L^T sol = y
-                    acc = rhs[i]
-                    for p in range(i): acc -= L[i, p] * y[p]
-                    y[i] = acc / L[i, i]
-                for i in range(kk - 1, -1, -1):
-                    acc = y[i]
-                    for p in range(i + 1, kk): acc -= L[p, i] * y[p]
-                    y[i] = acc / L[i, i]
-            else:                                        # rounding broke positive definiteness: pivoted LU
+            if not _chol_solve(G, d, rhs, y, L):            # rounding broke positive definiteness: pivoted LU
                 G64 = G.astype(np.float64)
                 for f in range(kk): G64[f, f] += d
-                y = np.linalg.solve(G64, rhs)
+                y[:] = np.linalg.solve(G64, rhs)
             for f in range(k): A[a, f] = y[f]
             if biased: bA[a] = y[k]
-            if want_sse:
-                se = 0.0; wse = 0.0
-                for jj in range(m):
-                    j = lo + jj; b = col[j]
-                    p = mu + bA[a] + bB[b]
-                    for f in range(k): p += A[a, f] * B[b, f]
-                    e = np.float64(p - x[j])
-                    se += e * e; wse += w[j] * e * e
-                err[a, 0] = se; err[a, 1] = wse
-        return err.sum(0)
+            if want_sse: err[a, 0], err[a, 1] = _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a)
+    return err.sum(0)
 
-    _NB = dict(predict=predict, grad_rows=grad_rows, grad_cols=grad_cols, als_rows=als_rows)
-    return _NB
-
-_NB = None
+# %% ../nbs/03_matrix_factorization.ipynb #2c1299d3
+def _numba() -> dict:
+    "The compiled kernels by name (numba compiles each on its first call, or loads it from the on-disk cache)."
+    return dict(predict=_predict_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, als_rows=_als_rows)
 
 def one_blas_thread():
     """A context in which every BLAS library of the process runs one thread (`threadpoolctl.threadpool_limits`), for
@@ -339,7 +362,7 @@ def one_blas_thread():
 def _predict(U, V, mu, bu, bi, user, item) -> np.ndarray:
     if len(user) < 20000:  # small: plain numpy, no compile
         return (np.einsum('nk,nk->n', U[user], V[item]) + mu + bu[user] + bi[item]).astype(np.float32)
-    return _numba()['predict'](U, V, np.float32(mu), bu, bi, user, item)
+    return _predict_kernel(U, V, np.float32(mu), bu, bi, user, item)
 
 # %% ../nbs/03_matrix_factorization.ipynb #d828833e
 def _structure(o: _Obs) -> dict:
