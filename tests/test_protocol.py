@@ -73,3 +73,24 @@ def test_bad_input_is_an_error_naming_the_problem():
     with pytest.raises(TypeError, match='inner'): inner_splits(d, True)
     nan = lambda tr, s, **_: Mean(np.nan)
     with pytest.raises(ValueError, match='fold 0, inner, setting 0'): nested_cv(d, [{}], nan, score=lambda m, x: np.nan)
+
+
+def test_search_function_refine_describe_and_explicit_splits():
+    d = toy()
+    fit = lambda tr, s, **_: Mean(float(np.mean(tr.rating)) + s['off'])
+    seen = []
+    def search(parts, fold):
+        seen.append((fold, [len(a) for a, _ in parts]))
+        return {'off': 0.0}, 0.5, {'trials': 3}
+    res = nested_cv(d, search, fit, n_folds=3, inner=2, describe=lambda m, te: {'n_test': len(te)})
+    assert res.trials.tolist() == [3, 3, 3] and res.n_test.sum() == len(d) and res.inner_score.tolist() == [0.5] * 3
+    assert [len(p) for _, p in seen] == [2, 2, 2]
+    # refine: the refit's setting comes from the winning inner model (e.g. early stopping's epoch count)
+    class Fitted(Mean):
+        epochs = 7
+    fit2 = lambda tr, s, **_: Fitted(3.0 + s.get('off', 0.0))
+    res = nested_cv(d, [{'off': 0.0}], fit2, folds=[0], refine=lambda s, m: {**s, 'epochs': m.epochs})
+    assert res.epochs.tolist() == [7]
+    sp = [holdout_split(len(d), 0.1, 0)]
+    res = nested_cv(d, [{'off': 0.0}], fit, splits=sp)
+    assert len(res) == 1 and res.fold.tolist() == [0]
