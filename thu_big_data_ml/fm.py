@@ -980,27 +980,16 @@ def course_side(data: Any) -> dict:
 # %% ../nbs/11_factorization_machines.ipynb #683a5267
 def nested_cv_fm(data: Any, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
                  folds: list[int] | None = None, progress: bool = False, **fit_kw) -> pd.DataFrame:
-    """Chapter 10's protocol for `fit_bayes_fm`: per shared outer fold (`kfold_splits(n, n_folds, seed)`), choose the
-    setting of `grid` (dicts of fit arguments, e.g. features and k) with the lowest RMSE on the inner `inner_frac` split
-    (`holdout_split(n, inner_frac, seed + 1 + fold)`), refit it on the outer training part, score the untouched fold.
-    Scores are `metrics.score` of the all-sample posterior mean. One row per fold."""
+    """Chapter 10's protocol for `fit_bayes_fm`, run by `protocol.nested_cv`: per shared outer fold, choose the setting
+    of `grid` (dicts of fit arguments, e.g. features and k) with the lowest RMSE on the inner `inner_frac` hold-out,
+    refit it on the outer training part, score the untouched fold. Scores are `metrics.score` of the all-sample
+    posterior mean. One row per fold (`inner_val_rmse`, `test_rmse`, `inner i`, seconds, `sweep_ms`)."""
+    from .protocol import nested_cv
     if not grid: raise ValueError('grid must hold at least one setting')
     if not 0 < inner_frac < 1: raise ValueError(f'inner_frac must be in (0, 1), got {inner_frac!r}')
-    splits, rows = kfold_splits(len(data), n_folds, seed), []
-    for j in (range(n_folds) if folds is None else folds):
-        tr, te = data.subset(splits[j][0]), data.subset(splits[j][1])
-        a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
-        itr, iva = tr.subset(a), tr.subset(b)
-        t0, inner = time.perf_counter(), []
-        for g in grid:
-            m = fit_bayes_fm(itr, seed=seed + j, val=iva, progress=progress, **{**fit_kw, **g})
-            inner.append(score(m.val_prediction, iva.rating)['rmse'])
-        search, best = time.perf_counter() - t0, grid[int(np.argmin(inner))]
-        t0 = time.perf_counter()
-        m = fit_bayes_fm(tr, seed=seed + j, val=te, progress=progress, **{**fit_kw, **best})
-        h = m.history
-        rows.append({'fold': j, **{k: (str(v) if not np.isscalar(v) else v) for k, v in best.items()},
-                     'inner_val_rmse': min(inner), 'test_rmse': score(m.val_prediction, te.rating)['rmse'],
-                     **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search,
-                     'refit_seconds': time.perf_counter() - t0, 'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h)})
-    return pd.DataFrame(rows)
+    def fit(tr, g, fold, stage, scored):  # noqa: ARG001 (stage)
+        return fit_bayes_fm(tr, seed=seed + fold, val=scored, progress=progress, **{**fit_kw, **g})
+    def posterior_rmse(m, d): return score(m.val_prediction, d.rating)['rmse']
+    def sweep_ms(m, _): return {'sweep_ms': 1000 * m.history.seconds.iloc[-1] / len(m.history)}
+    res = nested_cv(data, grid, fit, posterior_rmse, n_folds, inner_frac, seed, folds, describe=sweep_ms)
+    return res.rename(columns={'inner_score': 'inner_val_rmse'})
