@@ -319,3 +319,15 @@ def test_chol_solve_matches_numpy_solve(d, dtype):
     np.testing.assert_allclose(x, np.linalg.solve(A.astype(np.float64) + 0.3 * np.eye(d), b), rtol=1e-4 if dtype == np.float32 else 1e-9)
     assert not _chol_solve(-A, 0.0, b, x, L)
     assert not _chol_solve(np.full((d, d), np.nan), 1.0, b, x, L)   # NaN is not positive: reported, not propagated
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_structure_matches_reference(seed):
+    "The counting-sort CSR/CSC structure equals the lexsort/argsort reference, repeats and empty rows included."
+    from thu_big_data_ml.mf import _as_obs, _structure, _structure_ref
+    r = np.random.default_rng(seed)
+    n = 2000
+    o = _as_obs((r.integers(0, 50, n), r.integers(3, 40, n), r.random(n), 60, 45))
+    s, t = _structure(o), _structure_ref(o)
+    assert set(s) == set(t)
+    for kk in t: np.testing.assert_array_equal(s[kk], t[kk], err_msg=kk)

@@ -364,19 +364,46 @@ def _predict(U, V, mu, bu, bi, user, item) -> np.ndarray:
         return (np.einsum('nk,nk->n', U[user], V[item]) + mu + bu[user] + bi[item]).astype(np.float32)
     return _predict_kernel(U, V, np.float32(mu), bu, bi, user, item)
 
-# %% ../nbs/03_matrix_factorization.ipynb #d828833e
+# %% ../nbs/03_matrix_factorization.ipynb #3801f61c
+@_jit(parallel=False)
+def _counting_order(key, n_keys, order):
+    """Stable counting sort in O(n): the permutation of `order` that sorts key[order] (ties keep their order in
+    `order`), and the CSR index pointer of the keys."""
+    indptr = np.zeros(n_keys + 1, np.int64)
+    for j in range(len(order)): indptr[key[order[j]] + 1] += 1
+    for b in range(n_keys): indptr[b + 1] += indptr[b]
+    fill = indptr[:-1].copy()
+    out = np.empty(len(order), np.int64)
+    for j in range(len(order)):
+        c = key[order[j]]
+        out[fill[c]] = order[j]; fill[c] += 1
+    return out, indptr
+
 def _structure(o: _Obs) -> dict:
-    "CSR (by user) and CSC (by item) views of the observations plus the CSR->CSC position map."
-    ou = np.lexsort((o.item, o.user))               # by user, items increasing within a row
-    oi = np.argsort(o.item[ou], kind='stable')       # CSC order expressed in CSR positions
+    """CSR (by user, items increasing within a row) and CSC (by item) views of the observations plus the CSR->CSC
+    position map, by two stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort)."""
+    n = len(o)
+    by_item, indptr_i = _counting_order(o.item, o.n_items, np.arange(n))
+    ou, indptr_u = _counting_order(o.user, o.n_users, by_item)
+    item_u = o.item[ou]
+    oi, _ = _counting_order(item_u, o.n_items, np.arange(n))          # CSC order expressed in CSR positions
+    pos = np.empty(n, np.int64); pos[oi] = np.arange(n)
+    x_u, w_u = o.rating[ou], o.weight[ou]
+    return dict(indptr_u=indptr_u, item_u=item_u, x_u=x_u, w_u=w_u, indptr_i=indptr_i,
+                user_i=o.user[ou][oi], x_i=x_u[oi], w_i=w_u[oi], pos=pos)
+
+# %% ../nbs/03_matrix_factorization.ipynb #b07287d6
+def _structure_ref(o: _Obs) -> dict:
+    "Plain NumPy twin of `_structure` (lexsort, stable argsort, bincount), for the tests."
+    ou = np.lexsort((o.item, o.user))
+    oi = np.argsort(o.item[ou], kind='stable')
     pos = np.empty(len(o), np.int64); pos[oi] = np.arange(len(o))
     indptr_u = np.zeros(o.n_users + 1, np.int64); np.cumsum(np.bincount(o.user, minlength=o.n_users), out=indptr_u[1:])
     indptr_i = np.zeros(o.n_items + 1, np.int64); np.cumsum(np.bincount(o.item, minlength=o.n_items), out=indptr_i[1:])
-    ucol = o.item[ou]; urow = o.user[ou]
-    return dict(indptr_u=indptr_u, item_u=np.ascontiguousarray(ucol), x_u=o.rating[ou], w_u=o.weight[ou],
-                indptr_i=indptr_i, user_i=np.ascontiguousarray(urow[oi]), x_i=o.rating[ou][oi], w_i=o.weight[ou][oi],
-                pos=pos)
+    return dict(indptr_u=indptr_u, item_u=o.item[ou], x_u=o.rating[ou], w_u=o.weight[ou], indptr_i=indptr_i,
+                user_i=o.user[ou][oi], x_i=o.rating[ou][oi], w_i=o.weight[ou][oi], pos=pos)
 
+# %% ../nbs/03_matrix_factorization.ipynb #d65150d6
 class _NumpyEngine:
     "Plain NumPy reference (float64 maths via `gradients`), for checking the fast paths on small data."
     name = 'numpy'
@@ -421,6 +448,7 @@ class _NumpyEngine:
         return objective(*self._args()), self._sse()
     def params(self): return self.P
 
+# %% ../nbs/03_matrix_factorization.ipynb #6fca9cbf
 class _NumbaEngine(_NumpyEngine):
     "Compiled sparse kernels: one CSR pass (residuals, dJ/dU) and one CSC pass (dJ/dV) per epoch, float32, parallel."
     name = 'numba'
@@ -457,7 +485,7 @@ class _NumbaEngine(_NumpyEngine):
                                        mu, lam, self.ri, self.biased, self.o.weighted, True)
         return 0.5 * wsse + self._reg(), sse     # J from the item pass itself: no extra pass over the ratings
     def value_only(self):
-        S, P = self.S, self.P
+        P = self.P
         p = _numba()['predict'](P['U'], P['V'], np.float32(self.mu if self.biased else 0.0), P['bu'], P['bi'],
                                 self.o.user, self.o.item)
         e = (p - self.o.rating).astype(np.float64)
