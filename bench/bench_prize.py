@@ -1,0 +1,50 @@
+"""Chapter 12's full study: Netflix-Prize-layout data at 1M, 10M, 30M and 100M ratings (generated once into
+data/prize_generated/<n>/), read cold and from the Parquet copy, then MF GD / Adam epochs, ALS sweeps and item CF
+(seconds per iteration, CPU seconds, peak memory, probe RMSE vs the noise floor), the user-CF wall, and optionally
+Spark ALS on the Parquet copy (--spark, needs pyspark and Java 17+). Writes bench/results/prize.json.
+
+    python bench/bench_prize.py --sizes 1000000 2000000
+    make bench-prize                      # the default sizes (a quiet machine: the 100M size needs ~20 GB disk)
+"""
+import argparse
+import os
+import sys
+import time
+
+import pandas as pd
+
+from thu_big_data_ml.core import machine_info, write_results
+from thu_big_data_ml.prize import BENCH_SIZES, PRIZE_DEPS, prize_fingerprint, run_size
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--sizes', type=int, nargs='+', default=list(BENCH_SIZES), help='ratings per size')
+    ap.add_argument('--k', type=int, default=50, help='rank of the factorisations (the issue\'s targets: k=50)')
+    ap.add_argument('--epochs', type=int, default=5, help='GD / Adam epochs timed')
+    ap.add_argument('--sweeps', type=int, default=5, help='ALS sweeps timed')
+    ap.add_argument('--methods', nargs='+', default=['gd', 'adam', 'als', 'item_cf'])
+    ap.add_argument('--spark', action='store_true', help='also Spark ALS (local[2]) on the Parquet copy')
+    a = ap.parse_args(argv)
+    tables, facts = [], []
+    for n in a.sizes:
+        t0 = time.perf_counter(); c0 = time.process_time()
+        df, f = run_size(n, k=a.k, methods=tuple(a.methods), progress=True, spark=a.spark,
+                         n_epochs=a.epochs, n_sweeps=a.sweeps)
+        f.update(total_wall_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0, load_avg=os.getloadavg())
+        tables.append(df); facts.append(f)
+        print(f"== {n:,} ratings: read {f['read_mb_per_s']:.0f} MB/s cold, Parquet {f['load_parquet_s']:.2f} s; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        cols = ['method', 's_per_iter', 'cpu_s', 'peak_mb', 'probe_rmse', 'noise_floor']
+        print(df[cols].round(4).to_string(index=False))
+        if 'spark' in f: print('spark:', {k: v for k, v in f['spark'].items() if k != 'pred'})
+        sys.stdout.flush()
+    out = write_results('prize', {'methods': pd.concat(tables, ignore_index=True), 'facts': facts,
+                                  'sizes': a.sizes, 'k': a.k, 'machine': machine_info()},
+                        fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
+                        command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+    print('written', out.name)
+
+
+if __name__ == '__main__':
+    main()
