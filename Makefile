@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test export clean clean-cache bench bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
+.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
 
 all: report
 
@@ -24,6 +24,8 @@ help:
 	@echo "make bench-autorec - AutoRec: ML-100K/1M 5-fold and ML-1M 90/10 (about 20 min, 2 cores); writes bench/results/autorec.json"
 	@echo "make bench-bayes / bench-hpo / bench-regularization / bench-mf-nested - the full studies of chapters 10, 05, 04, 03"
 	@echo "make bench-fm-1m / bench-fm-rendle / bench-fm-chapter / bench-fm-course - chapter 11's full studies"
+	@echo "make bench-prize - chapter 12: Prize-layout data at 1M..100M ratings: reading, MF/ALS/item-CF times, Spark (--spark)"
+	@echo "make test-spark - install the optional pyspark extra and run the Spark tests (Java 17+ needed)"
 	@echo "make bench-NAME - one bench (bench/bench_NAME.py): its results file feeds the chapter that reads it"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
 	@echo "make clean-cache - remove the cached fits and reads (what the library cached, nothing else)"
@@ -106,6 +108,17 @@ bench-obp: install
 # chapter 10: the ML-1M nested 5-fold study of bayes.NESTED_PLAN (results file read by the chapter)
 bench-bayes: install data
 	$(BIN)/python bench/bench_bayes.py --data 1m --folds 0 1 2 3 4 --sweep-timing
+
+# chapter 12: Netflix-Prize-layout data at 1M, 10M, 30M, 100M ratings (generated into data/prize_generated/, ~15 GB
+# disk and ~10 GB memory at 100M; hours on 2 cores); BENCH_PRIZE_ARGS='--sizes 1000000 --spark' for a quick run
+BENCH_PRIZE_ARGS ?=
+bench-prize: install
+	$(BIN)/python bench/bench_prize.py $(BENCH_PRIZE_ARGS)
+
+# the Spark path (optional extra pyspark; needs Java 17+ on the PATH or JAVA_HOME, e.g. apt-get install openjdk-17-jre-headless)
+test-spark: install
+	$(PIP) install -q 'pyspark>=3.5'
+	$(BIN)/python -m pytest tests/test_spark.py tests/test_prize.py -q -p no:cacheprovider -k spark
 
 # Any other bench: `make bench-<name>` runs bench/bench_<name>.py, '-' read as '_' (bench-autorec, bench-bayes, bench-hpo,
 # bench-regularization, bench-mf-nested);
