@@ -224,3 +224,16 @@ def test_reward_model_is_cross_fitted_and_report_runs():
     assert list(t.policy) == ['random'] + ['new'] * len(OPE_METHODS)
     assert np.all(t.lower <= t.upper) and np.all(np.isfinite(t['relative error']))
     assert t.attrs['tau'] in (1, 2, 5, 10, 20, 50, 100) and t.attrs['lam'] in (1, 10, 100, 1e3, 1e4, 1e5)
+
+
+def test_boot_means_many_equals_boot_means_row_by_row():
+    "One resampling stream for many series (counts x matrix product) equals the per-series bootstrap."
+    from thu_big_data_ml.propensity import _boot_means, _boot_means_many
+    rng = np.random.default_rng(4)
+    X = rng.random((3, 700)); w = rng.random(700) + 0.2
+    for chunk in (64, 200):
+        many = _boot_means_many(X, 450, 12345, W={2: w}, chunk=chunk)
+        assert many.shape == (3, 450)
+        np.testing.assert_allclose(many[0], _boot_means(X[0], 450, 12345, chunk=chunk), rtol=1e-12)
+        np.testing.assert_allclose(many[1], _boot_means(X[1], 450, 12345, chunk=chunk), rtol=1e-12)
+        np.testing.assert_allclose(many[2], _boot_means(X[2], 450, 12345, w, chunk=chunk), rtol=1e-12)

@@ -306,3 +306,16 @@ def test_study_tie_breaking_independent_of_observations():
                            k=10, seed=0, progress=False)
     e = est.sort_values('rep').estimate.to_numpy()
     assert abs(e[0] - e[1:].mean()) < 4 * e[1:].std(ddof=1)
+
+
+def test_run_study_fast_path_equals_the_checked_reference():
+    "The study's fast replication (shared gathers and weights, no per-call checks) gives the reference's numbers."
+    Y, P = _world(n_users=30, n_items=50, seed=3)
+    pred = schnabel_predictions(Y, seed=1)
+    nb_fit = lambda u, i, y: propensity_of_ratings(y, naive_bayes_propensity(y, Y[:3].ravel(), Y.size))
+    kw = dict(n_reps=4, k=5, seed=2, progress=False, estimated={'NB': nb_fit})
+    fast, truth_f = run_study(Y, P, pred, np.clip(Y + 0.5, 1, 5), **kw)
+    ref, truth_r = run_study(Y, P, pred, np.clip(Y + 0.5, 1, 5), fast=False, **kw)
+    pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+    pd.testing.assert_frame_equal(truth_f, truth_r)
+    assert set(fast.method) == set(ESTIMATORS) | {'ips (NB)', 'snips (NB)'}

@@ -176,6 +176,14 @@ class LogisticPropensity:
                                        seen(self.item_count, len(self.item_features)))
         return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
+# %% ../nbs/06_propensity.ipynb #e739ee38
+def _one_blas_thread():
+    """A context with one BLAS thread, for scikit-learn's many small lbfgs steps: on two shared cores the default
+    thread pool cost 15 times the arithmetic of a 2,000 x 25 logistic fit (measured), for the same coefficients."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api='blas')
+
+
 # %% ../nbs/06_propensity.ipynb #28401ee3
 def fit_logistic_propensity(user, item, user_features: np.ndarray, item_features: np.ndarray,
                             neg_ratio: float = 5.0, seed: int = 0) -> LogisticPropensity:
@@ -194,7 +202,7 @@ def fit_logistic_propensity(user, item, user_features: np.ndarray, item_features
     rate = len(cand) / n_neg_all
     uu = np.concatenate([user, cand // I]); ii = np.concatenate([item, cand % I])
     X = np.hstack([user_features[uu], item_features[ii]]); y = np.r_[np.ones(n_obs), np.zeros(len(cand))]
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(X, y)
+    with _one_blas_thread(): lr = LogisticRegression(C=1e4, max_iter=1000).fit(X, y)
     ku = user_features.shape[1]
     return LogisticPropensity(lr.coef_[0, :ku].copy(), lr.coef_[0, ku:].copy(), float(lr.intercept_[0] + np.log(rate)),
                               np.asarray(user_features), np.asarray(item_features),
@@ -236,6 +244,28 @@ def _prepare(delta, propensity, user, n_users, n_items, method, imputed, imputed
                              f"expected n_users={n_users}")
     return d, p
 
+# %% ../nbs/06_propensity.ipynb #1ba3d392
+def _weights(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "`(w, 1 - p, w**2)` with `w = 1 / p`: what every estimator needs of checked propensities, computed once."
+    w = 1.0 / p
+    return w, 1 - p, w**2
+
+def _risk_core(d, w, omp, w2, D, scale: float, method: str, imputed=None, imputed_sum=None) -> tuple[float, float]:
+    "The arithmetic of `risk_estimate` (value, standard error) on checked float64 arrays; no checks."
+    if method == 'naive':
+        n = len(d); v = d.mean(); se = d.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        return float(v * scale), float(se * scale)
+    if method == 'ips':
+        v = (d * w).sum() / D; se = np.sqrt((d**2 * omp * w2).sum()) / D
+    elif method == 'snips':
+        sw = w.sum(); r = (d * w).sum() / sw
+        v = r * scale; se = np.sqrt(((d - r)**2 * omp * w2).sum()) / sw * scale
+    else:
+        e = d - imputed
+        v = (imputed_sum + (e * w).sum()) / D; se = np.sqrt((e**2 * omp * w2).sum()) / D
+    return float(v), float(se)
+
+
 # %% ../nbs/06_propensity.ipynb #489d9598
 def risk_estimate(delta, propensity, n_users: int, n_items: int, method: str = 'ips', user=None,
                   imputed=None, imputed_total=None, per: str = 'entry') -> Estimate:
@@ -249,20 +279,11 @@ def risk_estimate(delta, propensity, n_users: int, n_items: int, method: str = '
     for 'naive' it is the i.i.d. standard error, which says nothing about its bias."""
     if per not in ('entry', 'user'): raise ValueError(f"per must be 'entry' or 'user', got {per!r}")
     d, p = _prepare(delta, propensity, user, n_users, n_items, method, imputed, imputed_total)
-    n = len(d); N = n_users * n_items; D = N if per == 'entry' else n_users; scale = N / D
-    w = 1.0 / p
-    if method == 'naive':
-        v = d.mean(); se = d.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
-        return Estimate(float(v * scale), float(se * scale), method, n)
-    if method == 'ips':
-        v = (d * w).sum() / D; se = np.sqrt((d**2 * (1 - p) * w**2).sum()) / D
-    elif method == 'snips':
-        sw = w.sum(); r = (d * w).sum() / sw
-        v = r * scale; se = np.sqrt(((d - r)**2 * (1 - p) * w**2).sum()) / sw * scale
-    else:
-        e = d - np.asarray(imputed, dtype=np.float64)
-        v = (float(np.sum(imputed_total)) + (e * w).sum()) / D; se = np.sqrt((e**2 * (1 - p) * w**2).sum()) / D
-    return Estimate(float(v), float(se), method, n)
+    N = n_users * n_items; D = N if per == 'entry' else n_users
+    dr = method == 'dr'
+    v, se = _risk_core(d, *_weights(p), D, N / D, method, np.asarray(imputed, dtype=np.float64) if dr else None,
+                       float(np.sum(imputed_total)) if dr else None)
+    return Estimate(v, se, method, len(d))
 
 # %% ../nbs/06_propensity.ipynb #4327cbde
 def ratio_estimate(num, den, propensity, n_users: int, n_items: int, method: str = 'ips', user=None,
@@ -280,6 +301,20 @@ def ratio_estimate(num, den, propensity, n_users: int, n_items: int, method: str
            else np.asarray(imputed_num_total, float) - r * np.asarray(imputed_den_total, float))
     z = risk_estimate(lin(num, den), propensity, imputed=lin(imputed_num, imputed_den), imputed_total=tot, **kw)
     return Estimate(float(r), float(z.se / b.value), method, a.n_obs)
+
+# %% ../nbs/06_propensity.ipynb #a2d22b09
+def _ratio_core(num, den, wts, n_users: int, n_items: int, method: str, inum=None, iden=None, num_total=None,
+                den_total=None) -> tuple[float, float]:
+    "The arithmetic of `ratio_estimate` on checked arrays, `wts = _weights(p)`; no checks."
+    N = n_users * n_items; dr = method == 'dr'
+    a, _ = _risk_core(num, *wts, N, 1.0, method, inum, float(np.sum(num_total)) if dr else None)
+    b, _ = _risk_core(den, *wts, N, 1.0, method, iden, float(np.sum(den_total)) if dr else None)
+    if b <= 0: raise ValueError("the denominator estimate is not positive (no relevant entries observed?)")
+    r = a / b
+    _, se = _risk_core(num - r * den, *wts, N, 1.0, method, inum - r * iden if dr else None,
+                       float(np.sum(num_total - r * den_total)) if dr else None)
+    return float(r), float(se / b)
+
 
 # %% ../nbs/06_propensity.ipynb #bb9795f8
 def bootstrap_interval(delta, propensity, user, n_users: int, n_items: int, method: str = 'ips',
@@ -469,23 +504,9 @@ def schnabel_predictions(Y: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     out['COARSENED'] = np.where(Y <= 3, 3.0, 4.0)
     return out
 
-# %% ../nbs/06_propensity.ipynb #a74fdf9b
-def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray], imputed_ratings: np.ndarray,
-              n_reps: int = 100, metrics: Sequence[str] = METRICS, methods: Sequence[str] = ESTIMATORS,
-              k: int = 50, threshold: float = 4.0, seed: int = 0, progress: bool = True,
-              estimated: Mapping[str, Callable] | None = None,
-              estimated_methods: Sequence[str] = ('ips', 'snips')) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sample `n_reps` observation sets $O \\sim \\mathrm{Bernoulli}(P)$ and estimate every (prediction, metric) with
-    every method, using the true `P` as propensities and `imputed_ratings` for DR. `estimated` maps a label to a
-    function `(user, item, observed_ratings) -> propensities` refitted on each observation set; its estimates are
-    reported as method `'<method> (<label>)'` for each of `estimated_methods`. Returns the long table of estimates (rep,
-    prediction, metric, method, estimate, se) and the true values (prediction, metric, truth)."""
-    from tqdm.auto import tqdm
-    Y = np.asarray(Y, dtype=np.float64); P = np.asarray(P, dtype=np.float64)
-    if Y.shape != P.shape or Y.shape != np.shape(imputed_ratings):
-        raise ValueError(f"mismatched shapes: Y {Y.shape}, P {P.shape}, imputed {np.shape(imputed_ratings)}")
-    check_propensities(P.ravel(), 'P')
-    tie_seed, obs_seed = np.random.SeedSequence(seed).spawn(2)   # tie-breaking must not reuse the observation stream
+# %% ../nbs/06_propensity.ipynb #e4ce20a4
+def _study_terms(Y, predictions, imputed_ratings, metrics, methods, k, threshold, tie_seed):
+    "Dense terms (with imputed terms, for DR) of every (prediction, metric) for `run_study`, and the true values."
     terms, truth = {}, []
     for name, pred in predictions.items():
         for m in metrics:
@@ -493,19 +514,81 @@ def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray
             t = metric_terms(m, Y, pred, k, threshold, weights=W)
             im = metric_terms(m, imputed_ratings, pred, k, threshold, weights=W) if 'dr' in methods else None
             terms[name, m] = (t, im); truth.append((name, m, true_value(t)))
+    return terms, pd.DataFrame(truth, columns=['prediction', 'metric', 'truth'])
+
+
+# %% ../nbs/06_propensity.ipynb #ea45a461
+def _study_rep_reference(terms, u, i, p, p_est, methods, estimated_methods) -> list:
+    "One observation set of `run_study` through the checked public `estimate_terms` (the reference)."
+    rows = []
+    for (name, m), (t, im) in terms.items():
+        for meth, e in estimate_terms(t, u, i, p, methods, im).items(): rows.append((name, m, meth, e.value, e.se))
+        for lab, pe in p_est.items():
+            for meth, e in estimate_terms(t, u, i, pe, estimated_methods, im).items():
+                rows.append((name, m, f'{meth} ({lab})', e.value, e.se))
+    return rows
+
+
+# %% ../nbs/06_propensity.ipynb #8a3ae2cd
+def _estimates_of(t, g, im, wts, methods) -> dict[str, tuple[float, float]]:
+    "`(value, se)` per method from the gathered observed terms `g = (num, den, inum, iden)` and `wts = _weights(p)`."
+    num, den, inum, iden = g
+    U, I = t.num.shape; N = U * I; D = N if t.per == 'entry' else U
+    out = {}
+    for m in methods:
+        dr = m == 'dr'
+        if t.den is None:
+            out[m] = _risk_core(num, *wts, D, N / D, m, inum if dr else None,
+                                float(np.sum(im.num_total)) if dr else None)
+        else:
+            out[m] = _ratio_core(num, den, wts, U, I, m, *((inum, iden, im.num_total, im.den_total) if dr else ()))
+    return out
+
+def _study_rep_fast(terms, u, i, p, p_est, methods, estimated_methods) -> list:
+    """`_study_rep_reference` without the per-call checks (the inputs are checked once per observation set): each
+    cell's observed terms are gathered once and the weights are shared by all cells; the same arithmetic."""
+    flat = u * terms[next(iter(terms))][0].num.shape[1] + i
+    at = lambda M: None if M is None else np.take(M.reshape(-1), flat)
+    wts = _weights(check_propensities(p)); wts_est = {lab: _weights(pe) for lab, pe in p_est.items()}
+    dr = 'dr' in methods; rows = []
+    for (name, m), (t, im) in terms.items():
+        g = (at(t.num), at(t.den), *((at(im.num), at(im.den)) if dr else (None, None)))
+        for meth, (v, se) in _estimates_of(t, g, im, wts, methods).items(): rows.append((name, m, meth, v, se))
+        for lab, we in wts_est.items():
+            for meth, (v, se) in _estimates_of(t, g, im, we, estimated_methods).items():
+                rows.append((name, m, f'{meth} ({lab})', v, se))
+    return rows
+
+
+# %% ../nbs/06_propensity.ipynb #a74fdf9b
+def run_study(Y: np.ndarray, P: np.ndarray, predictions: Mapping[str, np.ndarray], imputed_ratings: np.ndarray,
+              n_reps: int = 100, metrics: Sequence[str] = METRICS, methods: Sequence[str] = ESTIMATORS,
+              k: int = 50, threshold: float = 4.0, seed: int = 0, progress: bool = True,
+              estimated: Mapping[str, Callable] | None = None,
+              estimated_methods: Sequence[str] = ('ips', 'snips'),
+              fast: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sample `n_reps` observation sets $O \\sim \\mathrm{Bernoulli}(P)$ and estimate every (prediction, metric) with
+    every method, using the true `P` as propensities and `imputed_ratings` for DR. `estimated` maps a label to a
+    function `(user, item, observed_ratings) -> propensities` refitted on each observation set; its estimates are
+    reported as method `'<method> (<label>)'` for each of `estimated_methods`. `fast=False` runs each set through the
+    public, checked `estimate_terms` (the reference; same numbers). Returns the long table of estimates (rep,
+    prediction, metric, method, estimate, se) and the true values (prediction, metric, truth)."""
+    from tqdm.auto import tqdm
+    Y = np.asarray(Y, dtype=np.float64); P = np.asarray(P, dtype=np.float64)
+    if Y.shape != P.shape or Y.shape != np.shape(imputed_ratings):
+        raise ValueError(f"mismatched shapes: Y {Y.shape}, P {P.shape}, imputed {np.shape(imputed_ratings)}")
+    check_propensities(P.ravel(), 'P')
+    tie_seed, obs_seed = np.random.SeedSequence(seed).spawn(2)   # tie-breaking must not reuse the observation stream
+    terms, truth = _study_terms(Y, predictions, imputed_ratings, metrics, methods, k, threshold, tie_seed)
+    one_rep = _study_rep_fast if fast else _study_rep_reference
     rng = np.random.default_rng(obs_seed); rows = []
     for rep in tqdm(range(n_reps), disable=not progress, desc='observation sets'):
         u, i = sample_observed(P, rng); p = P[u, i]
         p_est = {lab: check_propensities(f(u, i, Y[u, i]), f'estimated propensities {lab!r}')
                  for lab, f in (estimated or {}).items()}
-        for (name, m), (t, im) in terms.items():
-            for meth, e in estimate_terms(t, u, i, p, methods, im).items():
-                rows.append((rep, name, m, meth, e.value, e.se))
-            for lab, pe in p_est.items():
-                for meth, e in estimate_terms(t, u, i, pe, estimated_methods, im).items():
-                    rows.append((rep, name, m, f'{meth} ({lab})', e.value, e.se))
-    est = pd.DataFrame(rows, columns=['rep', 'prediction', 'metric', 'method', 'estimate', 'se'])
-    return est, pd.DataFrame(truth, columns=['prediction', 'metric', 'truth'])
+        rows += [(rep, *r) for r in one_rep(terms, u, i, p, p_est, methods, estimated_methods)]
+    return pd.DataFrame(rows, columns=['rep', 'prediction', 'metric', 'method', 'estimate', 'se']), truth
+
 
 # %% ../nbs/06_propensity.ipynb #877a7229
 def summarize_study(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -844,6 +927,23 @@ def _boot_means(x: np.ndarray, n_boot: int, seed: int | None, w: np.ndarray | No
         est[s:s + len(idx)] = x[idx].mean(1) / (w[idx].mean(1) if w is not None else 1.0)
     return est
 
+# %% ../nbs/06_propensity.ipynb #d991de9d
+def _boot_means_many(X: np.ndarray, n_boot: int, seed: int | None, W: Mapping[int, np.ndarray] | None = None,
+                     chunk: int = 200) -> np.ndarray:
+    """`_boot_means` of every row of `X` (a ratio with denominator `W[j]` for the rows `j` in `W`) from one draw of
+    the same resampling stream: each chunk's indices become counts per round, and one matrix product gives every
+    row's resampled means. Returns (rows, n_boot); equal to `_boot_means` row by row up to rounding (tested)."""
+    X = np.atleast_2d(np.asarray(X, np.float64)); n = X.shape[1]; W = dict(W or {})
+    rs = np.random.RandomState(seed); est = np.empty((len(X), n_boot))
+    for s in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - s)
+        idx = rs.randint(0, n, size=(m, n)) + (np.arange(m) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n).astype(np.float64)
+        est[:, s:s + m] = (counts @ X.T).T / n
+        for j, w in W.items(): est[j, s:s + m] /= counts @ np.asarray(w, np.float64) / n
+    return est
+
+
 # %% ../nbs/06_propensity.ipynb #f095c056
 def ope_bootstrap(method: str, reward, action, pscore, action_dist, position=None, q_hat=None, tau: float = 1.0,
                   lam: float = 0.0, n_boot: int = 10_000, alpha: float = 0.05, seed: int | None = 12345,
@@ -883,7 +983,7 @@ def fit_reward_model(log: BanditLog, n_folds: int = 3, seed: int = 12345, C: flo
             if len(sel) == 0 or y.min() == y.max():      # no rows or one class in this slot: its mean click rate
                 q[te, :, k] = y.mean() if len(sel) else log.reward[tr].mean(); continue
             m = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-            m.fit(np.hstack([X_user[sel], X_item[log.action[sel]]]), y)
+            with _one_blas_thread(): m.fit(np.hstack([X_user[sel], X_item[log.action[sel]]]), y)
             w_u, w_i = m.coef_[0, :X_user.shape[1]], m.coef_[0, X_user.shape[1]:]   # a linear model: logits of
             z = (X_user[te] @ w_u)[:, None] + (X_item @ w_i)[None, :] + m.intercept_[0]  # every item at once
             q[te, :, k] = 1 / (1 + np.exp(-z))
@@ -911,6 +1011,23 @@ def tune_ope(method: str, grid: Sequence[float], reward, action, pscore, action_
     t = pd.DataFrame(rows)
     return float(t.loc[t['estimated MSE'].idxmin(), 'value']), t
 
+# %% ../nbs/06_propensity.ipynb #902e874f
+def _ope_boot_series(reward, kw: dict, tau: float, lam: float, n_boot: int, seed: int | None) -> np.ndarray:
+    """Bootstrap replicates for `ope_report`, from one resampling stream: row 0 the logged reward's mean; then per
+    method in `OPE_METHODS` its estimate (as `ope_bootstrap`: SNIPS renormalised per resample) and its gain over the
+    logged reward (`ope_round_rewards` minus reward)."""
+    X, W = [np.asarray(reward, np.float64)], {}
+    for m in OPE_METHODS:
+        x = ope_round_rewards(m, **kw, tau=tau, lam=lam)
+        if m == 'snips':
+            r, a, pos, p, pi, _ = _ope_inputs(kw['reward'], kw['action'], kw['pscore'], kw['action_dist'],
+                                              kw['position'], None, 'ips')
+            w = pi[np.arange(len(r)), a, pos] / p; W[len(X)] = w; X.append(r * w)
+        else: X.append(x)
+        X.append(x - X[0])
+    return _boot_means_many(np.stack(X), n_boot, seed, W)
+
+
 # %% ../nbs/06_propensity.ipynb #e9f73883
 def ope_report(log: BanditLog, action_dist, q_hat, truth: float | None = None,
                taus: Sequence[float] = (1, 2, 5, 10, 20, 50, 100), lams: Sequence[float] = (1, 10, 100, 1e3, 1e4, 1e5),
@@ -923,19 +1040,16 @@ def ope_report(log: BanditLog, action_dist, q_hat, truth: float | None = None,
               position=log.position, q_hat=q_hat)
     tau, _ = tune_ope('switch-dr', taus, **kw); lam, _ = tune_ope('dr-os', lams, **kw)
     hyper = {'switch-dr': f"tau={tau:g}", 'dr-os': f"lam={lam:g}"}
-    rows, r = [], log.reward
-    dep = _boot_means(r, n_boot, seed)
-    rows.append({'estimator': f'deployed ({log.policy}), on-policy mean', 'policy': log.policy, 'estimate': r.mean(),
-                 'se': r.std(ddof=1) / np.sqrt(len(r)), 'lower': np.percentile(dep, 2.5),
-                 'upper': np.percentile(dep, 97.5)})
-    for m in OPE_METHODS:
-        e = ope_estimate(m, **kw, tau=tau, lam=lam)
-        x = ope_round_rewards(m, **kw, tau=tau, lam=lam)
-        b = ope_bootstrap(m, **kw, tau=tau, lam=lam, n_boot=n_boot, seed=seed)
-        g = _boot_means(x - r, n_boot, seed)                           # paired: the same resamples as `dep`
+    r = log.reward
+    boot = _ope_boot_series(r, kw, tau, lam, n_boot, seed)        # one resampling stream: paired differences
+    q = lambda j: (np.percentile(boot[j], 2.5), np.percentile(boot[j], 97.5))
+    rows = [{'estimator': f'deployed ({log.policy}), on-policy mean', 'policy': log.policy, 'estimate': r.mean(),
+             'se': r.std(ddof=1) / np.sqrt(len(r)), 'lower': q(0)[0], 'upper': q(0)[1]}]
+    for j, m in enumerate(OPE_METHODS):
+        e = ope_estimate(m, **kw, tau=tau, lam=lam); (lo, hi), (glo, ghi) = q(1 + 2 * j), q(2 + 2 * j)
         rows.append({'estimator': m + (f" ({hyper[m]})" if m in hyper else ''), 'policy': 'new', 'estimate': e.value,
-                     'se': e.se, 'lower': b['lower'], 'upper': b['upper'], 'gain over deployed': e.value - r.mean(),
-                     'gain lower': np.percentile(g, 2.5), 'gain upper': np.percentile(g, 97.5)})
+                     'se': e.se, 'lower': lo, 'upper': hi, 'gain over deployed': e.value - r.mean(),
+                     'gain lower': glo, 'gain upper': ghi})
     t = pd.DataFrame(rows).set_index('estimator')
     if truth is not None: t.insert(1, 'relative error', (t.estimate - truth).abs() / abs(truth))
     t.attrs.update(tau=tau, lam=lam)
