@@ -272,38 +272,39 @@ def _item_mean_rmse(tr: Any, te: Any) -> float:
 # %% ../nbs/03a_autoencoder.ipynb #fa376834
 def nested_autorec(data: Any, splits: list, grid: list[dict], inner_frac: float = 0.1, seed: int = 0,
                    progress: bool = False, fit: Any = None, **fit_kw) -> pd.DataFrame:
-    """For each `(train_idx, test_idx)` of `splits`: fit every setting of `grid` (dicts of `fit_autorec` arguments) on
-    the training part minus an inner `inner_frac` hold-out (`holdout_split(n, inner_frac, seed + 1 + j)`), with early
-    stopping on that hold-out; refit the setting with the lowest hold-out RMSE on the whole training part for its best
-    number of epochs; score the test part once (`metrics.evaluate`). One row per split, with the item-mean RMSE on the
-    same test part, seconds per epoch and per fit, the load average when the split started and, per setting, the
-    hold-out RMSE curve (`curve {setting}`, one value per epoch). `fit`: the fitting function (default `fit_autorec`;
-    e.g. a `core.cached` wrapper of it, so that a later call with the same arguments reads the refit)."""
+    """`protocol.nested_cv` for `fit_autorec` over `splits` (`(train_idx, test_idx)` pairs): each setting of `grid` is
+    fitted on the training part minus an inner `inner_frac` hold-out with early stopping on it; the setting with the
+    lowest hold-out RMSE is refitted on the whole training part for its best number of epochs; the test part is scored
+    once (`metrics.evaluate`). One row per split, with the item-mean RMSE on the same test part, seconds per epoch and
+    per fit, the load average when the split started and, per setting, the hold-out RMSE curve (`curve {setting}`).
+    `fit`: the fitting function (default `fit_autorec`; e.g. a `core.cached` wrapper of it)."""
+    from .protocol import nested_cv
     if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
     clash = {'val', 'seed', 'progress'} & set(fit_kw)
-    fit = fit_autorec if fit is None else fit
     if clash: raise TypeError(f'nested_autorec sets {sorted(clash)} itself')
-    rows = []
-    for j, (tr_idx, te_idx) in enumerate(splits):
-        load = os.getloadavg()[0]
-        tr, te = data.subset(tr_idx), data.subset(te_idx)
-        a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
-        t0, inner = time.perf_counter(), []
-        for g in grid:
-            m = fit(tr.subset(a), val=tr.subset(b), seed=seed + j, progress=progress, **{**fit_kw, **g})
-            inner.append((m.history.val_rmse.min(), m.config['best_epoch'], m.history.val_rmse.tolist()))
-        search = time.perf_counter() - t0
-        k = int(np.argmin([r[0] for r in inner])); epochs = inner[k][1]
-        kw = {**fit_kw, **grid[k], 'max_epochs': epochs, 'patience': None}
-        t0 = time.perf_counter(); m = fit(tr, seed=seed + j, progress=progress, **kw); refit = time.perf_counter() - t0
-        e = evaluate(m, te)
-        rows.append({'split': j, **grid[k], 'epochs': epochs, 'inner_rmse': inner[k][0],
-                     **{f'inner {g}': r[0] for g, r in zip(map(str, grid), inner)},
-                     'test_rmse': e['rmse'], 'test_mae': e['mae'], 'fallback': e['fallback'], 'clipped': e['clipped'],
-                     'item_mean_rmse': _item_mean_rmse(tr, te), 'sec_per_epoch': m.history.seconds.iloc[-1] / epochs,
-                     'refit_seconds': refit, 'search_seconds': search, 'load': load,
-                     **{f'curve {g}': r[2] for g, r in zip(map(str, grid), inner)}})
-    return pd.DataFrame(rows)
+    fit = fit_autorec if fit is None else fit
+    curves, loads, refit = {}, {}, {}
+    def fit_one(tr, g, fold, stage, scored):
+        if stage == 'refit':   # no validation data: the epoch count comes from the inner hold-out (refine)
+            refit.update(fold=fold, train=tr, epochs=g['max_epochs'])
+            return fit(tr, seed=seed + fold, progress=progress, **{**fit_kw, **g})
+        loads.setdefault(fold, os.getloadavg()[0])
+        m = fit(tr, val=scored, seed=seed + fold, progress=progress, **{**fit_kw, **g})   # early stopping: inner hold-out
+        curves[fold, str(g)] = m.history.val_rmse.tolist()
+        return m
+    def refine(g, m): return {**g, 'max_epochs': m.config['best_epoch'], 'patience': None}
+    def describe(m, te):
+        e, j = evaluate(m, te), refit['fold']
+        return {'test_mae': e['mae'], 'fallback': e['fallback'], 'clipped': e['clipped'],
+                'item_mean_rmse': _item_mean_rmse(refit['train'], te), 'load': loads[j],
+                'sec_per_epoch': m.history.seconds.iloc[-1] / refit['epochs'],
+                **{f'curve {g}': curves[j, str(g)] for g in grid}}
+    res = nested_cv(data, grid, fit_one, n_folds=len(splits), inner=inner_frac, seed=seed, splits=splits,
+                    refine=refine, describe=describe, inner_score=lambda m, _: float(m.history.val_rmse.min()))
+    names = {'fold': 'split', 'max_epochs': 'epochs', 'inner_score': 'inner_rmse',
+             **{f'inner {n}': f'inner {g}' for n, g in enumerate(map(str, grid))}}
+    return res.drop(columns=['patience']).rename(columns=names)
+
 
 # %% ../nbs/03a_autoencoder.ipynb #1721f42f
 FULL_FIT = dict(hidden=500, lr=1e-3, batch_size=256, max_epochs=80, patience=6, backend='jax')
