@@ -36,6 +36,7 @@ class _Obs:
 
     def __len__(self) -> int: return len(self.rating)
 
+# %% ../nbs/03_matrix_factorization.ipynb #727295bc
 def _as_obs(data: Any, weights: np.ndarray | None = None, name: str = 'train') -> _Obs:
     """Validate triples with `metrics.check_triples` (integer indices inside the index space, finite ratings; an
     `Interactions`, a 5-tuple or a DataFrame) and the optional per-rating weights (finite, >= 0)."""
@@ -60,20 +61,24 @@ def _as_obs(data: Any, weights: np.ndarray | None = None, name: str = 'train') -
         weighted = True
     return _Obs(t.user, t.item, x, w, t.n_users, t.n_items, weighted)
 
+# %% ../nbs/03_matrix_factorization.ipynb #c28ec168
 def _is_real(v: Any) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
 
+# %% ../nbs/03_matrix_factorization.ipynb #b5b1d383
 def _check_int(name: str, v: Any, low: int) -> None:
     "An integer >= low (booleans and floats are errors)."
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
     if v < low: raise ValueError(f"{name} must be an integer >= {low}, got {v}")
 
+# %% ../nbs/03_matrix_factorization.ipynb #f7000244
 def _check_real(name: str, v: Any, positive: bool = False) -> None:
     "A finite real number, >= 0 (or > 0 when `positive`)."
     if not _is_real(v) or not math.isfinite(v) or (v <= 0 if positive else v < 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
 
+# %% ../nbs/03_matrix_factorization.ipynb #2caf48de
 def _check_hparams(k: int, lam: float) -> None:
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
@@ -84,6 +89,7 @@ def _check_hparams(k: int, lam: float) -> None:
 
 REGS = ('uniform', 'count')
 
+# %% ../nbs/03_matrix_factorization.ipynb #d98bc12c
 def _reg_weights(o: _Obs, reg: str) -> tuple[np.ndarray, np.ndarray]:
     "Per-row multipliers of the penalty: ones ('uniform', the handout) or the row's number of ratings ('count', ALS-WR)."
     if reg not in REGS: raise ValueError(f"reg must be one of {REGS}, got {reg!r}")
@@ -114,6 +120,7 @@ def objective(U: np.ndarray, V: np.ndarray, train: Any, lam: float, weights: np.
     e = o.rating - pred
     return float(0.5 * (o.weight * e * e).sum() + lam * pen)
 
+# %% ../nbs/03_matrix_factorization.ipynb #90796d7e
 def init_factors(n_users: int, n_items: int, k: int, seed: int = 0, scale: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     "Small random N(0, scale^2) factors; U and V come from two independent child streams of one seed (no reused key)."
     su, sv = np.random.SeedSequence(seed).spawn(2)
@@ -121,6 +128,7 @@ def init_factors(n_users: int, n_items: int, k: int, seed: int = 0, scale: float
     V = np.random.default_rng(sv).normal(0, scale, (n_items, k)).astype(np.float32)
     return U, V
 
+# %% ../nbs/03_matrix_factorization.ipynb #a21fd3f2
 def gradients(U: np.ndarray, V: np.ndarray, train: Any, lam: float, weights: np.ndarray | None = None,
               mu: float = 0.0, bu: np.ndarray | None = None, bi: np.ndarray | None = None, reg: str = 'uniform') -> dict:
     """Reference gradients of `objective` (float64), the handout's formulas on observed entries:
@@ -207,6 +215,7 @@ def _jit(parallel: bool = True, fastmath=True):
 
 _SAFE_MATH = {'reassoc', 'contract', 'arcp', 'nsz'}   # fastmath without 'nnan'/'ninf': NaN tests keep their meaning
 
+# %% ../nbs/03_matrix_factorization.ipynb #1783cc45
 @_jit(parallel=False, fastmath=_SAFE_MATH)
 def _chol_solve(A, shift, rhs, out, L) -> bool:
     """Solve (A + shift I) out = rhs by a Cholesky factorisation into the float64 workspace `L` (d x d, reused: no
@@ -298,6 +307,7 @@ def _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs):
         t = np.float64(s * (x[j] - mu - bB[b]))
         for f in range(kk): rhs[f] += t * Z[jj, f]
 
+# %% ../nbs/03_matrix_factorization.ipynb #c942a996
 @_jit(parallel=False)
 def _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a):
     "Squared and weighted squared errors of row a's ratings (float64)."
@@ -349,6 +359,7 @@ def _numba() -> dict:
     "The compiled kernels by name (numba compiles each on its first call, or loads it from the on-disk cache)."
     return dict(predict=_predict_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, als_rows=_als_rows)
 
+# %% ../nbs/03_matrix_factorization.ipynb #2c55760b
 def one_blas_thread():
     """A context in which every BLAS library of the process runs one thread (`threadpoolctl.threadpool_limits`), for
     code whose parallelism is its own (numba `prange`) and that calls BLAS on small blocks: with OpenBLAS's default of
@@ -359,6 +370,7 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
     return threadpool_limits(1, user_api='blas')
 
+# %% ../nbs/03_matrix_factorization.ipynb #0fb827c8
 def _predict(U, V, mu, bu, bi, user, item) -> np.ndarray:
     if len(user) < 20000:  # small: plain numpy, no compile
         return (np.einsum('nk,nk->n', U[user], V[item]) + mu + bu[user] + bi[item]).astype(np.float32)
@@ -379,6 +391,7 @@ def _counting_order(key, n_keys, order):
         out[fill[c]] = order[j]; fill[c] += 1
     return out, indptr
 
+# %% ../nbs/03_matrix_factorization.ipynb #e795213a
 def _structure(o: _Obs) -> dict:
     """CSR (by user, items increasing within a row) and CSC (by item) views of the observations plus the CSR->CSC
     position map, by two stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort)."""
@@ -516,11 +529,14 @@ class _NumpyOpt:
             v *= self.b2; v += (1 - self.b2) * g * g
             P[kk] -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(np.float32)
 
+# %% ../nbs/03_matrix_factorization.ipynb #dd04ccf9
 class _JaxEngine:
     "JAX: jit-compiled `value_and_grad` of J with optax (sgd = the handout's GD, adam); sparse gathers in chunks or dense."
     name = 'jax'
     def __init__(self, o, P, lam, mu, biased, method, lr, layout='sparse', chunk=1 << 19, reg='uniform'):
-        import jax, jax.numpy as jnp, optax
+        import jax
+        import jax.numpy as jnp
+        import optax
         self.jax, self.jnp = jax, jnp
         self.biased, self.layout = biased, layout
         self.P = {kk: jnp.asarray(v) for kk, v in P.items()}
@@ -574,6 +590,7 @@ class _JaxEngine:
         self.P, self.state = self._next[0], self._next[1]
     def params(self): return {kk: np.asarray(v, np.float32) for kk, v in self.P.items()}
 
+# %% ../nbs/03_matrix_factorization.ipynb #6a2474e4
 class _TorchEngine:
     "PyTorch: autograd of J (sparse gathers in chunks, or dense masked), torch.optim.SGD (the handout's GD) or Adam."
     name = 'torch'
@@ -595,7 +612,7 @@ class _TorchEngine:
         else:
             self.data = tuple(torch.as_tensor(a, device=dev) for a in (o.user, o.item, o.rating, o.weight))
     def value_grad(self):
-        torch, p = self.torch, self.P
+        p = self.P
         self.opt.zero_grad(set_to_none=False)
         reg = self.lam * sum((self.mult[kk] * v * v).sum() for kk, v in p.items())
         reg.backward()
@@ -637,6 +654,7 @@ METHODS = ('gd', 'adam', 'als')
 BACKENDS = ('auto', 'numba', 'jax', 'torch', 'numpy')
 ACCELS = (None, 'anderson')
 
+# %% ../nbs/03_matrix_factorization.ipynb #a7637bc1
 class _Anderson:
     """Anderson acceleration (type II) of a fixed-point map x -> g(x): from the last `window` + 1 pairs (x_j, g_j),
     the next input is g_t - dG gamma, gamma the least-squares fit of the residual f_t = g_t - x_t by the differences
@@ -654,6 +672,7 @@ class _Anderson:
         gamma = np.linalg.lstsq(dF, F[:, -1], rcond=None)[0]
         return self.G[-1] - dG @ gamma
 
+# %% ../nbs/03_matrix_factorization.ipynb #4e11db06
 def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[str, int, int]:
     """Safeguarded Anderson-accelerated ALS. The state is V (and the item biases when biased): one full sweep
     (U-step, then V-step) is the fixed-point map. A sweep from an extrapolated V is accepted only if it does not raise
@@ -700,6 +719,7 @@ def _als_anderson(eng: Any, record, max_iter: int, stop, window: int) -> tuple[s
     for kk, v in best.items(): P[kk][...] = v
     return 'max_iter', sweeps, rejected
 
+# %% ../nbs/03_matrix_factorization.ipynb #05e15253
 def gd_step_size(train: Any, biased: bool = False, weights: np.ndarray | None = None, lam: float = 0.0,
                  reg: str = 'uniform') -> float:
     """Default GD learning rate: alpha = 1 / (c_max * s), c_max the largest weighted count of a user or an item,
@@ -713,6 +733,118 @@ def gd_step_size(train: Any, biased: bool = False, weights: np.ndarray | None = 
     rmax = max(float(a.max(initial=1.0)) for a in _reg_weights(o, reg))
     return float(1.0 / (cmax * max(s, 1e-3) + 2 * lam * rmax))
 
+# %% ../nbs/03_matrix_factorization.ipynb #6242e641
+def _check_fit_args(k, lam, method, backend, reg, accel, accel_window, layout, max_iter, tol, lr, abs_tol, min_iter,
+                    init_scale) -> None:
+    "Every hyperparameter of `fit_mf` checked before any work, each with a message naming it."
+    _check_hparams(k, lam)
+    if reg not in REGS: raise ValueError(f"reg must be one of {REGS}, got {reg!r}")
+    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == 'als' and lam <= 0:
+        raise ValueError("ALS needs lam > 0: a row with fewer than k ratings gives a singular k x k system")
+    if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if accel not in ACCELS: raise ValueError(f"accel must be one of {ACCELS}, got {accel!r}")
+    if accel is not None and method != 'als':
+        raise ValueError(f"accel={accel!r} accelerates ALS sweeps; it needs method='als', got method={method!r}")
+    if isinstance(accel_window, (bool, np.bool_)) or not isinstance(accel_window, (int, np.integer)) or accel_window < 1:
+        raise ValueError(f"accel_window must be an integer >= 1, got {accel_window!r}")
+    if layout not in ('sparse', 'dense'): raise ValueError(f"layout must be 'sparse' or 'dense', got {layout!r}")
+    if layout == 'dense' and backend not in ('jax', 'torch'):
+        raise ValueError("layout='dense' is available for backend 'jax' or 'torch'")
+    _check_int('max_iter', max_iter, 1); _check_int('min_iter', min_iter, 0)
+    _check_real('tol', tol)
+    if abs_tol is not None: _check_real('abs_tol', abs_tol)
+    if lr is not None: _check_real('lr', lr, positive=True)
+    _check_real('init_scale', init_scale)
+
+# %% ../nbs/03_matrix_factorization.ipynb #7cd1b147
+def _curves(m: MFModel, sse: float, n: int, ov: _Obs | None) -> tuple[float, float]:
+    """Train RMSE (unclipped: sqrt(SSE / n) from the squared errors the engine summed for J, no second pass over the
+    ratings) and validation RMSE (clipped, with the fallbacks: what `metrics.evaluate` reports; nan without
+    validation data or when a prediction is not finite) of the model `m`."""
+    tr = math.sqrt(sse / n) if math.isfinite(sse) and n else math.nan
+    if ov is None: return tr, math.nan
+    p = m.predict(ov.user, ov.item)
+    return tr, (score(p, ov.rating)['rmse'] if np.isfinite(p).all() else math.nan)
+
+# %% ../nbs/03_matrix_factorization.ipynb #d9472baa
+def _init_params(o: _Obs, k: int, seed: int, init: tuple | None, init_scale: float, biased: bool) -> dict:
+    "The starting parameters: `init_factors` (or checked float32 copies of `init`) and zero biases when biased."
+    if init is None: U, V = init_factors(o.n_users, o.n_items, int(k), seed, init_scale)
+    else:
+        U, V = (np.array(a, np.float32) for a in init)
+        if U.shape != (o.n_users, k) or V.shape != (o.n_items, k):
+            raise ValueError(f"init must be (U {(o.n_users, k)}, V {(o.n_items, k)}), got {U.shape}, {V.shape}")
+        if not (np.isfinite(U).all() and np.isfinite(V).all()): raise ValueError("init contains NaN/inf")
+    P = {'U': U, 'V': V}
+    if biased: P['bu'] = np.zeros(o.n_users, np.float32); P['bi'] = np.zeros(o.n_items, np.float32)
+    return P
+
+# %% ../nbs/03_matrix_factorization.ipynb #e7a4f67c
+def _make_engine(o: _Obs, P: dict, lam: float, mu: float, biased: bool, method: str, backend: str, lr: float,
+                 layout: str, device: str, reg: str) -> tuple[Any, _NumpyOpt | None]:
+    """The engine of (method, backend) and, for GD/Adam on NumPy or numba, its optimiser (None otherwise). ALS runs on
+    the numba kernels for every backend but 'numpy'."""
+    if method == 'als' or backend in ('numpy', 'numba'):
+        eng = (_NumpyEngine if backend == 'numpy' else _NumbaEngine)(o, P, lam, mu, biased, reg)
+        return eng, (None if method == 'als' else _NumpyOpt(method, lr))
+    if backend == 'jax': return _JaxEngine(o, P, lam, mu, biased, method, lr, layout, reg=reg), None
+    return _TorchEngine(o, P, lam, mu, biased, method, lr, layout, device=device, reg=reg), None
+
+# %% ../nbs/03_matrix_factorization.ipynb #62bfba0d
+def _as_val(val: Any, o: _Obs) -> _Obs | None:
+    "The validation triples, checked, in the training index space (None without)."
+    if val is None: return None
+    ov = _as_obs(val, name='val')
+    if ov.n_users != o.n_users or ov.n_items != o.n_items:
+        raise ValueError(f"val shape {ov.n_users}x{ov.n_items} differs from train {o.n_users}x{o.n_items}")
+    return ov
+
+# %% ../nbs/03_matrix_factorization.ipynb #a0c99cc2
+def _run_fit(eng: Any, opt: _NumpyOpt | None, keys: list, method: str, model, o: _Obs, ov: _Obs | None,
+             max_iter: int, small, accel: str | None, accel_window: int, bar) -> tuple[list, str, dict, dict]:
+    """The iterations of `fit_mf`: returns (history rows, stop reason, the accelerator's counts, the best iterate).
+    `small(J, J_prev, t)` is the stopping test; `model(P)` makes an `MFModel` of parameters P for the curves."""
+    rows, spent, best = [], 0.0, {'J': math.inf, 'iter': None, 'P': None}
+    def record(t: int, J: float, sse: float) -> str | None:
+        "Stop if J diverged (the reason), else keep the best iterate and append history row t."
+        why = divergence_reason(J, best['J'], t)
+        if why: return why
+        Pn = eng.params()
+        if J < best['J']: best.update(J=J, iter=t, P={kk: np.array(v, copy=True) for kk, v in Pn.items()})
+        tr, vr = _curves(model(Pn), float(sse), len(o), ov)
+        rows.append((t, J, tr, vr, spent))
+        bar.update(t - bar.n); bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
+        return None
+    if accel == 'anderson':
+        clock = [time.perf_counter()]
+        def record_accel(t: int, J: float, sse: float) -> str | None:
+            nonlocal spent
+            spent += time.perf_counter() - clock[0]
+            why = record(t, J, sse)
+            clock[0] = time.perf_counter()
+            return why
+        reason, sweeps, rejected = _als_anderson(eng, record_accel, max_iter, small, int(accel_window))
+        return rows, reason, dict(accel=accel, accel_window=int(accel_window), rejected=rejected, sweeps=sweeps), best
+    J_prev, reason = None, 'max_iter'
+    for t in range(max_iter + 1):
+        t0 = time.perf_counter()
+        if method == 'als': J, sse = eng.value_only() if t == 0 else eng.als_sweep()
+        else: J, sse = eng.value_grad()
+        spent += time.perf_counter() - t0
+        why = record(t, J, sse)
+        if why: reason = why; break
+        if J_prev is not None and small(J, J_prev, t): reason = 'converged'; break
+        if t == max_iter: break
+        J_prev = J
+        if method != 'als':
+            t0 = time.perf_counter()
+            if opt is not None: opt.update(eng.P, eng.G, keys)
+            else: eng.update()
+            spent += time.perf_counter() - t0
+    return rows, reason, {}, best
+
+# %% ../nbs/03_matrix_factorization.ipynb #d3d86aac
 def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backend: str = 'auto',
            biased: bool = False, max_iter: int = 200, tol: float = 1e-4, lr: float | None = None,
            val: Any | None = None, seed: int = 0, init: tuple[np.ndarray, np.ndarray] | None = None,
@@ -741,127 +873,39 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
                     init_scale)
     o = _as_obs(train, weights)
     if len(o) == 0: raise ValueError("train has no ratings")
-    ov = _as_obs(val, name='val') if val is not None else None
-    if ov is not None and (ov.n_users != o.n_users or ov.n_items != o.n_items):
-        raise ValueError(f"val shape {ov.n_users}x{ov.n_items} differs from train {o.n_users}x{o.n_items}")
+    ov = _as_val(val, o)
     backend = 'numba' if backend == 'auto' else backend
-    if init is None: U, V = init_factors(o.n_users, o.n_items, int(k), seed, init_scale)
-    else:
-        U, V = (np.array(a, np.float32) for a in init)
-        if U.shape != (o.n_users, k) or V.shape != (o.n_items, k):
-            raise ValueError(f"init must be (U {(o.n_users, k)}, V {(o.n_items, k)}), got {U.shape}, {V.shape}")
-        if not (np.isfinite(U).all() and np.isfinite(V).all()): raise ValueError("init contains NaN/inf")
+    P = _init_params(o, k, seed, init, init_scale, biased)
     mean = float(np.average(o.rating, weights=o.weight)) if o.weight.sum() > 0 else float(o.rating.mean())
     mu = mean if biased else 0.0
     seen = o.weight > 0                  # a rating of weight 0 does not enter J: its user and item stay unseen
     uc, ic = np.bincount(o.user[seen], minlength=o.n_users), np.bincount(o.item[seen], minlength=o.n_items)
-    P = {'U': U, 'V': V}
-    if biased: P['bu'] = np.zeros(o.n_users, np.float32); P['bi'] = np.zeros(o.n_items, np.float32)
     if lr is None: lr = gd_step_size(o, biased, o.weight if o.weighted else None, lam, reg) if method == 'gd' else 0.01
-    eb = backend
-    if method == 'als':
-        eng = (_NumpyEngine if backend == 'numpy' else _NumbaEngine)(o, P, lam, mu, biased, reg); eb = eng.name
-    elif backend in ('numpy', 'numba'):
-        eng = (_NumpyEngine if backend == 'numpy' else _NumbaEngine)(o, P, lam, mu, biased, reg)
-        opt = _NumpyOpt(method, lr); keys = list(P)
-    elif backend == 'jax': eng = _JaxEngine(o, P, lam, mu, biased, method, lr, layout, reg=reg)
-    else: eng = _TorchEngine(o, P, lam, mu, biased, method, lr, layout, device=device, reg=reg)
+    eng, opt = _make_engine(o, P, lam, mu, biased, method, backend, lr, layout, device, reg)
     model = lambda Pn: MFModel(Pn['U'], Pn['V'], mu, Pn.get('bu'), Pn.get('bi'), config={'biased': biased},
                                user_count=uc, item_count=ic, train_mean=mean)
-
+    small = lambda J, J_prev, t: t >= min_iter and abs(J - J_prev) < (abs_tol if abs_tol is not None else tol * abs(J_prev))
     from tqdm.auto import tqdm
-    rows, spent, best = [], 0.0, {'J': math.inf, 'iter': None, 'P': None}
-    bar = tqdm(total=max_iter, desc=f'MF {method}/{eb} k={k} lam={lam:g}', disable=not progress, leave=False)
-    def record(t: int, J: float, sse: float) -> str | None:
-        "Stop if J diverged (the reason), else keep the best iterate and append history row t."
-        why = divergence_reason(J, best['J'], t)
-        if why: return why
-        Pn = eng.params()
-        if J < best['J']: best.update(J=J, iter=t, P={kk: np.array(v, copy=True) for kk, v in Pn.items()})
-        tr, vr = _curves(model(Pn), float(sse), len(o), ov)
-        rows.append((t, J, tr, vr, spent))
-        bar.update(t - bar.n); bar.set_postfix(J=f'{J:.5g}', val=f'{vr:.4f}')
-        return None
-    def small(J: float, J_prev: float, t: int) -> bool:
-        return t >= min_iter and abs(J - J_prev) < (abs_tol if abs_tol is not None else tol * abs(J_prev))
-    extra, reason = {}, 'max_iter'
-    if accel == 'anderson':
-        clock = [time.perf_counter()]
-        def record_accel(t: int, J: float, sse: float) -> str | None:
-            nonlocal spent
-            spent += time.perf_counter() - clock[0]
-            why = record(t, J, sse)
-            clock[0] = time.perf_counter()
-            return why
-        reason, sweeps, rejected = _als_anderson(eng, record_accel, max_iter, small, int(accel_window))
-        extra = dict(accel=accel, accel_window=int(accel_window), rejected=rejected, sweeps=sweeps)
-    J_prev = None
-    for t in range(max_iter + 1 if accel is None else 0):
-        t0 = time.perf_counter()
-        if method == 'als': J, sse = eng.value_only() if t == 0 else eng.als_sweep()
-        else: J, sse = eng.value_grad()
-        spent += time.perf_counter() - t0
-        why = record(t, J, sse)
-        if why: reason = why; break
-        if J_prev is not None and small(J, J_prev, t): reason = 'converged'; break
-        if t == max_iter: break
-        J_prev = J
-        if method != 'als':
-            t0 = time.perf_counter()
-            if backend in ('numpy', 'numba'): opt.update(eng.P, eng.G, keys)
-            else: eng.update()
-            spent += time.perf_counter() - t0
-    bar.close()
-    cfg = dict(k=int(k), lam=float(lam), method=method, backend=eb, biased=biased, lr=float(lr) if method != 'als' else None,
-               layout=layout, reg=reg, seed=seed, converged=reason == 'converged', stop_reason=reason,
-               iters=len(rows) - 1, accel=accel)
+    with tqdm(total=max_iter, desc=f'MF {method}/{eng.name} k={k} lam={lam:g}', disable=not progress, leave=False) as bar:
+        rows, reason, extra, best = _run_fit(eng, opt, list(P), method, model, o, ov, max_iter, small, accel,
+                                             accel_window, bar)
+    cfg = dict(k=int(k), lam=float(lam), method=method, backend=eng.name, biased=biased,
+               lr=float(lr) if method != 'als' else None, layout=layout, reg=reg, seed=seed,
+               converged=reason == 'converged', stop_reason=reason, iters=len(rows) - 1, accel=accel)
     if extra: cfg.update(extra, iters=extra['sweeps'])
+    Pn = eng.params()
     if reason.startswith('diverged'):
         if best['P'] is None:
             raise FloatingPointError(f"J is not finite at the initial factors ({reason}): check the scale of the ratings "
                                      "and of init")
-        Pn = best['P']
-        cfg.update(best_iter=best['iter'])
-        warnings.warn(f"fit_mf(method={method!r}, backend={eb!r}, lr={cfg['lr']}) {reason}: returning the factors of the "
-                      f"best iterate ({best['iter']}, J = {best['J']:.6g}); lower lr (or raise lam)",
+        Pn = best['P']; cfg.update(best_iter=best['iter'])
+        warnings.warn(f"fit_mf(method={method!r}, backend={eng.name!r}, lr={cfg['lr']}) {reason}: returning the factors "
+                      f"of the best iterate ({best['iter']}, J = {best['J']:.6g}); lower lr (or raise lam)",
                       DivergenceWarning, stacklevel=2)
-    else: Pn = eng.params()
-    hist = pd.DataFrame(rows, columns=['iter', 'J', 'train_rmse', 'val_rmse', 'seconds'])
-    m = model(Pn); m.history, m.config = hist, cfg
+    m = model(Pn); m.history, m.config = pd.DataFrame(rows, columns=['iter', 'J', 'train_rmse', 'val_rmse', 'seconds']), cfg
     return m
 
-def _check_fit_args(k, lam, method, backend, reg, accel, accel_window, layout, max_iter, tol, lr, abs_tol, min_iter,
-                    init_scale) -> None:
-    "Every hyperparameter of `fit_mf` checked before any work, each with a message naming it."
-    _check_hparams(k, lam)
-    if reg not in REGS: raise ValueError(f"reg must be one of {REGS}, got {reg!r}")
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == 'als' and lam <= 0:
-        raise ValueError("ALS needs lam > 0: a row with fewer than k ratings gives a singular k x k system")
-    if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if accel not in ACCELS: raise ValueError(f"accel must be one of {ACCELS}, got {accel!r}")
-    if accel is not None and method != 'als':
-        raise ValueError(f"accel={accel!r} accelerates ALS sweeps; it needs method='als', got method={method!r}")
-    if isinstance(accel_window, (bool, np.bool_)) or not isinstance(accel_window, (int, np.integer)) or accel_window < 1:
-        raise ValueError(f"accel_window must be an integer >= 1, got {accel_window!r}")
-    if layout not in ('sparse', 'dense'): raise ValueError(f"layout must be 'sparse' or 'dense', got {layout!r}")
-    if layout == 'dense' and backend not in ('jax', 'torch'):
-        raise ValueError("layout='dense' is available for backend 'jax' or 'torch'")
-    _check_int('max_iter', max_iter, 1); _check_int('min_iter', min_iter, 0)
-    _check_real('tol', tol)
-    if abs_tol is not None: _check_real('abs_tol', abs_tol)
-    if lr is not None: _check_real('lr', lr, positive=True)
-    _check_real('init_scale', init_scale)
-
-def _curves(m: MFModel, sse: float, n: int, ov: _Obs | None) -> tuple[float, float]:
-    """Train RMSE (unclipped: sqrt(SSE / n) from the squared errors the engine summed for J, no second pass over the
-    ratings) and validation RMSE (clipped, with the fallbacks: what `metrics.evaluate` reports; nan without
-    validation data or when a prediction is not finite) of the model `m`."""
-    tr = math.sqrt(sse / n) if math.isfinite(sse) and n else math.nan
-    if ov is None: return tr, math.nan
-    p = m.predict(ov.user, ov.item)
-    return tr, (score(p, ov.rating)['rmse'] if np.isfinite(p).all() else math.nan)
-
+# %% ../nbs/03_matrix_factorization.ipynb #d22fdc5c
 def epoch_seconds(train: Any, k: int = 50, lam: float = 0.01, backend: str = 'numba', layout: str = 'sparse',
                   method: str = 'gd', n_epochs: int = 3, seed: int = 0) -> float:
     "Median wall seconds of one full-batch epoch (J, gradients and update) after a warm-up epoch (compilation excluded)."
@@ -869,9 +913,11 @@ def epoch_seconds(train: Any, k: int = 50, lam: float = 0.01, backend: str = 'nu
                seed=seed, progress=False)
     return float(np.median(np.diff(m.history['seconds'].to_numpy())[1:]))
 
+# %% ../nbs/03_matrix_factorization.ipynb #51c48ddd
 def _fit_kw(train: Any, kw: dict) -> MFModel:
     return fit_mf(train, **{'progress': False, **kw})
 
+# %% ../nbs/03_matrix_factorization.ipynb #dbfafa6f
 def fit_mf_cached(train: Any, **kw) -> MFModel:
     """`fit_mf` through `core.cached` (disk cache under data/cache, or `$THU_BDML_CACHE`): the key is the data, the
     arguments and the code of `mf` and of the package modules it imports, so the same call is fitted once and any
@@ -879,6 +925,7 @@ def fit_mf_cached(train: Any, **kw) -> MFModel:
     from thu_big_data_ml.core import cached
     return cached(_fit_kw, deps=['mf'])(train, kw)
 
+# %% ../nbs/03_matrix_factorization.ipynb #07a1f6f9
 BIASED_CANDIDATES = ((30.0, 'uniform'), (10.0, 'uniform'), (1.0, 'uniform'),
                      (0.1, 'count'), (0.05, 'count'), (0.02, 'count'))
 
@@ -906,6 +953,7 @@ def choose_biased_mf(train: Any, k: int, candidates=BIASED_CANDIDATES, max_iter:
     final = fit(train, k=k, lam=float(lam), reg=str(reg), init=(sel.U, sel.V), **kw)
     return final, tab
 
+# %% ../nbs/03_matrix_factorization.ipynb #82a4eb07
 def nested_cv_movielens(variant: str, grid, max_folds: int = 5, sweeps: int = 15, tol: float = 1e-5,
                         cache: bool = False) -> pd.DataFrame:
     """Nested CV of biased ALS on MovieLens (`data.load_movielens(variant)`): on each of the first `max_folds` shared
