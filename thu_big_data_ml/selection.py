@@ -388,49 +388,59 @@ def study_seconds(study) -> float:
                      if t.datetime_complete is not None and t.datetime_start is not None))
 
 # %% ../nbs/05_model_selection.ipynb #144f4fc9
-def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dict | None = None, fixed: dict | None = None,
-            iters: int = 12, inner_frac: float = 0.1, sampler: str = 'tpe', study_prefix: str = 'regmf', storage: Any = None,
-            enqueue: list[dict] | None = None, seed: int = 0, progress: bool = True,
-            clip: tuple[float, float] | None = RATING_RANGE, folds: list[int] | None = None) -> pd.DataFrame:
-    """Nested CV: for each outer fold of `SparseKFold(data, k_outer, seed)`, tune on an inner validation split carved from
-    the outer training part (`holdout_split(..., inner_frac)`), refit the best setting on the whole outer training part
-    and score it on the outer test piece (`metrics.evaluate`, `clip`). `enqueue`: settings tried first in a new study (not
-    chosen from this data). `folds`: the outer folds to run (default all; a reduced plan runs fewer, the same way).
-    Returns one row per fold run: best parameters, inner validation RMSE, outer test RMSE, search and refit seconds,
-    trials. A NaN/inf fold result is an error naming the fold."""
+def _optuna_search(space: dict, fixed: dict | None, iters: int, n_trials: int, sampler: str, study_prefix: str,
+                   storage: Any, enqueue: list[dict] | None, seed: int, progress: bool):
+    "A `protocol.nested_cv` search: one resumable Optuna study per outer fold on its inner hold-out."
     from optuna.trial import TrialState
-    space = space if space is not None else DEFAULT_SPACE
-    outer = SparseKFold(data, k_outer, seed)
-    todo = list(range(k_outer)) if folds is None else [int(j) for j in folds]
-    if not todo or any(not 0 <= j < k_outer for j in todo) or len(set(todo)) != len(todo):
-        raise ValueError(f'folds must be distinct outer fold indices in [0, {k_outer}), got {folds!r}')
-    rows = []
-    for j in todo:
-        tr, te = outer.get_fold(j)
-        a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
-        itr, iva = tr.subset(a), tr.subset(b)
+    def search(parts: list, j: int) -> tuple[dict, float, dict]:
+        (itr, iva), = parts
         study = make_study(f'{study_prefix}-fold{j}', sampler, space if sampler == 'grid' else None, True, seed + j, storage)
         if enqueue and not study.trials:
             for e in enqueue: study.enqueue_trial(e)
         ran = run_study(study, als_objective(itr, iva, space, fixed, iters), n_trials, progress=progress)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise ValueError(f'tune_cv: fold {j}: study {study.study_name!r} has no completed trial (all failed or pruned)')
-        best = {**(fixed or {}), **study.best_params}
-        t0 = time.perf_counter()
-        m = fit_regularized_als(tr, iters=iters, progress=False, **best)
-        refit = time.perf_counter() - t0
-        try: test = evaluate(m, te, clip)['rmse']
-        except ValueError as e: raise ValueError(f'tune_cv: fold {j}: {e}') from e
-        check_scores([study.best_value, test], 'tune_cv (inner validation, test)', [j, j])
+        check_scores([study.best_value], 'tune_cv (inner validation)', [j])
         states = [t.state for t in study.trials]
-        rows.append({'fold': j, **study.best_params, 'inner_val_rmse': study.best_value, 'test_rmse': test,
-                     'search_seconds': study_seconds(study), 'refit_seconds': refit,
-                     'trials': sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states),
-                     'pruned': sum(s == TrialState.PRUNED for s in states), 'ran_now': ran})
-    return pd.DataFrame(rows)
+        return dict(study.best_params), study.best_value, {
+            'study_seconds': study_seconds(study), 'trials': sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states),
+            'pruned': sum(s == TrialState.PRUNED for s in states), 'ran_now': ran}
+    return search
 
 DEFAULT_SPACE = {'k': ('cat', [32, 64, 96]), 'l2': ('float', 0.02, 1.0, True), 'freq_alpha': ('float', 0.0, 1.0),
                  'gram': ('float', 1e-3, 3.0, True), 'l2_bias': ('float', 1e-3, 1.0, True)}
+
+# %% ../nbs/05_model_selection.ipynb #a7c1e0d2
+def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dict | None = None, fixed: dict | None = None,
+            iters: int = 12, inner_frac: float = 0.1, sampler: str = 'tpe', study_prefix: str = 'regmf', storage: Any = None,
+            enqueue: list[dict] | None = None, seed: int = 0, progress: bool = True,
+            clip: tuple[float, float] | None = RATING_RANGE, folds: list[int] | None = None) -> pd.DataFrame:
+    """Nested CV (`protocol.nested_cv`): for each outer fold of `SparseKFold(data, k_outer, seed)`, tune with Optuna on
+    the inner `inner_frac` hold-out of the outer training part, refit the best setting on the whole outer training part
+    and score it on the outer test piece (`metrics.evaluate`, `clip`). `enqueue`: settings tried first in a new study (not
+    chosen from this data). `folds`: the outer folds to run (default all; a reduced plan runs fewer, the same way).
+    Returns one row per fold run: best parameters, inner validation RMSE, outer test RMSE, search (summed over reruns of
+    a stored study) and refit seconds, trials. A NaN/inf fold result is an error naming the fold."""
+    from .protocol import nested_cv
+    space = space if space is not None else DEFAULT_SPACE
+    todo = list(range(k_outer)) if folds is None else [int(j) for j in folds]
+    if not todo or any(not 0 <= j < k_outer for j in todo) or len(set(todo)) != len(todo):
+        raise ValueError(f'folds must be distinct outer fold indices in [0, {k_outer}), got {folds!r}')
+    search = _optuna_search(space, fixed, iters, n_trials, sampler, study_prefix, storage, enqueue, seed, progress)
+    now = {}
+    def refit(tr, best, fold, stage, scored):  # noqa: ARG001 (search runs the inner fits itself)
+        now['fold'] = fold
+        return fit_regularized_als(tr, iters=iters, progress=False, **{**(fixed or {}), **best})
+    def test_rmse(m, te):
+        try: return evaluate(m, te, clip)['rmse']
+        except ValueError as e: raise ValueError(f"tune_cv: fold {now['fold']}: {e}") from e
+    res = nested_cv(data, search, refit, test_rmse, k_outer, inner_frac, seed, todo)
+    res['search_seconds'] = res.pop('study_seconds')
+    cols = [c for c in res.columns if c not in ('inner_score', 'test_rmse', 'search_seconds', 'refit_seconds',
+                                                 'trials', 'pruned', 'ran_now')]
+    return res.rename(columns={'inner_score': 'inner_val_rmse'})[
+        cols + ['inner_val_rmse', 'test_rmse', 'search_seconds', 'refit_seconds', 'trials', 'pruned', 'ran_now']]
+
 
 # %% ../nbs/05_model_selection.ipynb #0f7d868f
 NESTED_PLAN = {
