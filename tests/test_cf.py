@@ -1,9 +1,12 @@
 """Chapter 02 (thu_big_data_ml.cf): exactness against plain references, fallbacks, variants, bad input."""
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings, strategies as st
 
-from thu_big_data_ml.cf import (CosineCF, NeighbourCF, VARIANTS, cosine_cf_reference, cross_validate, fit_baseline,
-                                make_variant, pair_sums, rating_matrix, similarity_matrix)
+from thu_big_data_ml.cf import (SIMILARITIES, VARIANTS, CosineCF, NeighbourCF, cosine_cf_reference, cross_validate,
+                                fit_baseline, common_item_similarity, common_item_similarity_reference, make_variant, pair_sums,
+                                rating_matrix, similarity_matrix)
 from thu_big_data_ml.metrics import evaluate
 
 
@@ -267,3 +270,49 @@ def test_pair_sums_rejects_bad_k():
         pair_sums(S, M, np.array([2]), np.array([0]))
     with pytest.raises(ValueError, match='indices must lie'):
         pair_sums(S, M, np.array([0]), np.array([2]))
+
+
+# -- the sparse common-item kernel and the heap top-k kernel against their plain twins
+
+@settings(max_examples=25, deadline=None)
+@given(n_rows=st.integers(1, 30), n_cols=st.integers(1, 20), density=st.floats(0.05, 0.9), seed=st.integers(0, 10_000),
+       shrinkage=st.sampled_from([0.0, 1.0, 25.0]), centred=st.booleans())
+def test_common_item_kernel_equals_dense_reference(n_rows, n_cols, density, seed, shrinkage, centred):
+    rng = np.random.default_rng(seed)
+    M = sp.random(n_rows, n_cols, density=density, random_state=seed, format='csr', dtype=np.float64)
+    M.data = rng.integers(1, 6, M.nnz).astype(np.float64) - (rng.random(M.nnz) * 3 if centred else 0)
+    for sim in SIMILARITIES:
+        fast = common_item_similarity(M, sim, shrinkage, np.float64)
+        ref = common_item_similarity_reference(M, sim, shrinkage, np.float64)
+        np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-10, err_msg=sim)
+        assert np.array_equal(fast, fast.T) and not np.diag(fast).any()
+
+
+def test_common_item_kernel_float32_and_rejects_bad_arguments():
+    X, (u, i, r, n_u, n_i), _, _ = random_problem(seed=8)
+    M = rating_matrix(u, i, r, n_u, n_i, np.float32)
+    for sim in ('msd', 'pearson'):
+        np.testing.assert_allclose(common_item_similarity(M, sim, 10.0, np.float32),
+                                   common_item_similarity_reference(M, sim, 10.0, np.float64), atol=1e-5)
+    with pytest.raises(ValueError, match='sim must be one of'): common_item_similarity(M, 'jaccard')
+    with pytest.raises(ValueError, match='shrinkage'): common_item_similarity(M, 'msd', -1.0)
+
+
+@pytest.mark.parametrize('positive_only', [True, False])
+def test_heap_topk_with_ties_and_negative_similarities(positive_only):
+    # similarities on a coarse grid: many ties, which go to the lower neighbour index
+    rng = np.random.default_rng(9)
+    n_t, n_c = 40, 15
+    S = np.round(rng.uniform(-1, 1, (n_t, n_t)) * 3) / 3; S = (S + S.T) / 2; np.fill_diagonal(S, 0)
+    by_col = sp.random(n_c, n_t, density=0.5, random_state=9, format='csr'); by_col.data = np.round(by_col.data * 4 + 1)
+    rows, cols = rng.integers(0, n_t, 300), rng.integers(0, n_c, 300)
+    for k in (1, 3, 8, 100):
+        num, den, cnt = pair_sums(S, by_col, rows, cols, k, positive_only)
+        for p, (a, c) in enumerate(zip(rows, cols)):
+            nb, v = by_col.indices[by_col.indptr[c]:by_col.indptr[c + 1]], by_col.data[by_col.indptr[c]:by_col.indptr[c + 1]]
+            cand = [(abs(S[a, b]), b, S[a, b] * x) for b, x in zip(nb, v)
+                    if b != a and S[a, b] != 0 and (S[a, b] > 0 or not positive_only)]
+            best = sorted(cand, key=lambda t: (-t[0], t[1]))[:k]
+            assert cnt[p] == len(best)
+            assert num[p] == pytest.approx(sum(t[2] for t in best), abs=1e-12)
+            assert den[p] == pytest.approx(sum(t[0] for t in best), abs=1e-12)
