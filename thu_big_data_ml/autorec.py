@@ -278,7 +278,7 @@ def nested_autorec(data: Any, splits: list, grid: list[dict], inner_frac: float 
     once (`metrics.evaluate`). One row per split, with the item-mean RMSE on the same test part, seconds per epoch and
     per fit, the load average when the split started and, per setting, the hold-out RMSE curve (`curve {setting}`).
     `fit`: the fitting function (default `fit_autorec`; e.g. a `core.cached` wrapper of it)."""
-    from .protocol import nested_cv
+    from thu_big_data_ml.protocol import nested_cv
     if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
     clash = {'val', 'seed', 'progress'} & set(fit_kw)
     if clash: raise TypeError(f'nested_autorec sets {sorted(clash)} itself')

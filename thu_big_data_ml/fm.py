@@ -984,7 +984,7 @@ def nested_cv_fm(data: Any, grid: list[dict], n_folds: int = 5, inner_frac: floa
     of `grid` (dicts of fit arguments, e.g. features and k) with the lowest RMSE on the inner `inner_frac` hold-out,
     refit it on the outer training part, score the untouched fold. Scores are `metrics.score` of the all-sample
     posterior mean. One row per fold (`inner_val_rmse`, `test_rmse`, `inner i`, seconds, `sweep_ms`)."""
-    from .protocol import nested_cv
+    from thu_big_data_ml.protocol import nested_cv
     if not grid: raise ValueError('grid must hold at least one setting')
     if not 0 < inner_frac < 1: raise ValueError(f'inner_frac must be in (0, 1), got {inner_frac!r}')
     def fit(tr, g, fold, stage, scored):  # noqa: ARG001 (stage)

@@ -421,7 +421,7 @@ def tune_cv(data: Interactions, k_outer: int = 5, n_trials: int = 20, space: dic
     chosen from this data). `folds`: the outer folds to run (default all; a reduced plan runs fewer, the same way).
     Returns one row per fold run: best parameters, inner validation RMSE, outer test RMSE, search (summed over reruns of
     a stored study) and refit seconds, trials. A NaN/inf fold result is an error naming the fold."""
-    from .protocol import nested_cv
+    from thu_big_data_ml.protocol import nested_cv
     space = space if space is not None else DEFAULT_SPACE
     todo = list(range(k_outer)) if folds is None else [int(j) for j in folds]
     if not todo or any(not 0 <= j < k_outer for j in todo) or len(set(todo)) != len(todo):
