@@ -315,3 +315,11 @@ def test_method_colours_are_the_same_in_every_figure():
     assert out['data'][3]['marker']['color'] == [1, 2] and out['data'][3]['line']['color'] == c['mf']
     go.Figure(out)                                                 # still a valid figure for kaleido
     assert spec['data'][0].get('line', {}).get('color') is None    # the input is not modified
+
+
+def test_summary_may_span_several_quote_lines():
+    nb = nbformat.v4.new_notebook(cells=[md('# Title\n\n> First sentence, the module docstring.\n> Second line of it.\n\nText.')])
+    meta = build_report.chapter_meta(nb, Path('03_x.ipynb'))
+    assert meta['summary'] == 'First sentence, the module docstring. Second line of it.'
+    nb = nbformat.v4.new_notebook(cells=[md('# Title\n\n> One line.')])
+    assert build_report.chapter_meta(nb, Path('03_x.ipynb'))['summary'] == 'One line.'

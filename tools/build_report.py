@@ -526,8 +526,10 @@ def chapter_meta(nb, path: Path) -> dict:
             m = re.search(r'^#\s+(.+)$', cell.source, re.M)
             if m:
                 title = m.group(1).strip()
-                s = re.search(r'^>\s*(.+)$', cell.source[m.end():], re.M)
-                summary = s.group(1).strip() if s else ''
+                # the summary is the first block quote, over one or more `> ` lines (nbdev makes the module
+                # docstring from its first line only, so long summaries wrap after their first sentence)
+                s = re.search(r'^>[ \t]*(.+(?:\n>[ \t]*.+)*)', cell.source[m.end():], re.M)
+                summary = ' '.join(ln.lstrip('>').strip() for ln in s.group(1).splitlines()) if s else ''
                 break
     for cell in nb.cells:
         if cell.cell_type == 'code' and cell_directives(cell.source).get('report') == 'headline':
