@@ -15,7 +15,9 @@ import pandas as pd
 
 from .data import Interactions, holdout_split, kfold_splits
 from .metrics import RATING_RANGE, check_pairs, check_triples, evaluate, score, unseen_info
-from .mf import fit_mf
+from numba import prange
+
+from .mf import _jit, fit_mf
 
 # %% auto #0
 __all__ = ['NESTED_PLAN', 'NESTED_PLAN_SMALL', 'normal_gamma_draw', 'BayesMFModel', 'fit_bayes_mf', 'nested_cv_bayes',
@@ -38,6 +40,7 @@ def _rows_reference(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, m
             A[a, f] = (alpha * s + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
             e[idx] -= (A[a, f] - old) * h
 
+# %% ../nbs/10_bayesian_mf.ipynb #c06a96b4
 def _implicit_reference(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha, lam_y, mu_y, zr) -> None:
     "Plain NumPy implicit phase: draw every y[j, f] (dimension by dimension), keep P = implicit user offsets and e in sync."
     nu, (ni, k) = len(ip_u) - 1, Y.shape
@@ -60,86 +63,113 @@ def _implicit_reference(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha,
 def _predict_reference(W, V, mu, bu, bi, user, item) -> np.ndarray:
     return mu + bu[user] + bi[item] + np.einsum('nk,nk->n', W[user], V[item])
 
-_KERNELS = None
+# %% ../nbs/10_bayesian_mf.ipynb #5b886102
+@_jit()
+def _rows_kernel(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, mu_f, z, zb):
+    "Compiled `_rows_reference` (float32 or float64, the dtype of `e`)."
+    n, k = A.shape
+    BT = np.ascontiguousarray(B.T)                        # k x n_B: the gather below reads one short row per f
+    zero = np.zeros(1, e.dtype)[0]                       # accumulators in the data's precision (float32 or float64)
+    for a in prange(n):
+        lo, hi = indptr[a], indptr[a + 1]
+        m = hi - lo
+        Bl = np.empty((k, m), e.dtype); el = np.empty(m, e.dtype)   # the row's factors (transposed), residuals
+        for jj in range(m): el[jj] = e[perm[lo + jj]]
+        for f in range(k):
+            for jj in range(m): Bl[f, jj] = BT[f, col[lo + jj]]
+        s = zero
+        for jj in range(m): s += el[jj]
+        prec = alpha * m + lam_b
+        old = bA[a]
+        bA[a] = (alpha * (s + m * old) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
+        d = bA[a] - old
+        for jj in range(m): el[jj] -= d
+        for f in range(k):
+            s = zero; q = zero; old = A[a, f]
+            for jj in range(m):
+                h = Bl[f, jj]; q += h * h; s += h * el[jj]
+            prec = alpha * q + lam_f[f]
+            A[a, f] = (alpha * (s + old * q) + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
+            d = A[a, f] - old
+            for jj in range(m): el[jj] -= d * Bl[f, jj]
+        for jj in range(m): e[perm[lo + jj]] = el[jj]
+
+# %% ../nbs/10_bayesian_mf.ipynb #0d37925a
+@_jit()
+def _implicit_sums(ip_u, col_u, perm_u, e, H, g, q, C):
+    "g[f, u] = sum_i H[i, f] e_ui, C[u] = sum_i H_i H_i^T (lower triangle), q[f, u] = C[u, f, f]; float64."
+    nu, k = len(ip_u) - 1, H.shape[1]
+    for u in prange(nu):
+        Cu = C[u]
+        Cu[:, :] = 0.0
+        for f in range(k): g[f, u] = 0.0
+        for j in range(ip_u[u], ip_u[u + 1]):
+            c = col_u[j]; ee = np.float64(e[perm_u[j]])
+            for f in range(k):
+                hf = np.float64(H[c, f])
+                g[f, u] += hf * ee
+                for f2 in range(f + 1): Cu[f, f2] += hf * H[c, f2]
+        for f in range(k): q[f, u] = Cu[f, f]
+
+# %% ../nbs/10_bayesian_mf.ipynb #3979d5b4
+@_jit(parallel=False)
+def _implicit_draws(ip_i, row_i, Y, zu, alpha, lam_y, mu_y, zr, g, q, C, dl):
+    "Draw y[:, f] for f = 0, 1, ... in turn (sequential), keeping g in step; dl[f, u]: the change of P[u, f]."
+    ni, k = Y.shape
+    nu = g.shape[1]
+    for f in range(k):
+        gf, qf, df = g[f], q[f], dl[f]
+        df[:] = 0.0
+        for jt in range(ni):                              # y[j, f] and y[j', f] share users
+            prec = lam_y[f]; num = lam_y[f] * mu_y[f]; old = Y[jt, f]
+            for j in range(ip_i[jt], ip_i[jt + 1]):
+                u = row_i[j]; zq = zu[u] * qf[u]
+                prec += alpha * zu[u] * zq
+                num += alpha * zu[u] * (gf[u] + old * zq)
+            Y[jt, f] = num / prec + zr[jt, f] / math.sqrt(prec)
+            d = Y[jt, f] - old
+            for j in range(ip_i[jt], ip_i[jt + 1]):
+                u = row_i[j]; zd = zu[u] * d
+                gf[u] -= zd * qf[u]; df[u] += zd
+        for u in range(nu):                               # dimension f's change, as the later dimensions see it
+            if df[u] != 0.0:
+                for f2 in range(f + 1, k): g[f2, u] -= df[u] * C[u, f2, f]
+
+# %% ../nbs/10_bayesian_mf.ipynb #d8ff8c24
+@_jit()
+def _implicit_apply(ip_u, col_u, perm_u, e, H, P, dl):
+    "P[u] += dl[:, u] and e_ui -= dl[:, u] . H_i for every rating: all dimensions' changes at once."
+    nu, k = len(ip_u) - 1, H.shape[1]
+    for u in prange(nu):
+        for f in range(k): P[u, f] += dl[f, u]
+        for j in range(ip_u[u], ip_u[u + 1]):
+            c = col_u[j]; s = 0.0
+            for f in range(k): s += dl[f, u] * H[c, f]
+            e[perm_u[j]] -= s
+
+def _implicit_kernel(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha, lam_y, mu_y, zr) -> None:
+    "Compiled `_implicit_reference` (the same arguments): sums, sequential draws, one update of P and e."
+    nu, k = len(ip_u) - 1, Y.shape[1]
+    g, q, dl, C = np.empty((k, nu)), np.empty((k, nu)), np.empty((k, nu)), np.empty((nu, k, k))
+    _implicit_sums(ip_u, col_u, perm_u, e, H, g, q, C)
+    _implicit_draws(ip_i, row_i, Y, zu, float(alpha), lam_y, mu_y, zr, g, q, C, dl)
+    _implicit_apply(ip_u, col_u, perm_u, e, H, P, dl)
+
+# %% ../nbs/10_bayesian_mf.ipynb #d2c037c0
+@_jit()
+def _predict_kernel(W, V, mu, bu, bi, user, item):
+    "Compiled `_predict_reference` (float64 out)."
+    out = np.empty(len(user))
+    for j in prange(len(user)):
+        u, i = user[j], item[j]
+        p = mu + bu[u] + bi[i]
+        for f in range(W.shape[1]): p += W[u, f] * V[i, f]
+        out[j] = p
+    return out
 
 def _kernels() -> dict:
-    "Compile the numba kernels on first use (nothing happens at import)."
-    global _KERNELS
-    if _KERNELS is not None: return _KERNELS
-    from numba import njit, prange
-
-    def jit(f):
-        try: return njit(parallel=True, fastmath=True, cache=True)(f)
-        except RuntimeError: return njit(parallel=True, fastmath=True)(f)
-
-    @jit
-    def rows(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, mu_f, z, zb):
-        n, k = A.shape
-        BT = np.ascontiguousarray(B.T)                        # k x n_B: the gather below reads one short row per f
-        zero = np.zeros(1, e.dtype)[0]                       # accumulators in the data's precision (float32 or float64)
-        for a in prange(n):
-            lo, hi = indptr[a], indptr[a + 1]
-            m = hi - lo
-            Bl = np.empty((k, m), e.dtype); el = np.empty(m, e.dtype)   # the row's factors (transposed), residuals
-            for jj in range(m): el[jj] = e[perm[lo + jj]]
-            for f in range(k):
-                for jj in range(m): Bl[f, jj] = BT[f, col[lo + jj]]
-            s = zero
-            for jj in range(m): s += el[jj]
-            prec = alpha * m + lam_b
-            old = bA[a]
-            bA[a] = (alpha * (s + m * old) + lam_b * mu_b) / prec + zb[a] / math.sqrt(prec)
-            d = bA[a] - old
-            for jj in range(m): el[jj] -= d
-            for f in range(k):
-                s = zero; q = zero; old = A[a, f]
-                for jj in range(m):
-                    h = Bl[f, jj]; q += h * h; s += h * el[jj]
-                prec = alpha * q + lam_f[f]
-                A[a, f] = (alpha * (s + old * q) + lam_f[f] * mu_f[f]) / prec + z[a, f] / math.sqrt(prec)
-                d = A[a, f] - old
-                for jj in range(m): el[jj] -= d * Bl[f, jj]
-            for jj in range(m): e[perm[lo + jj]] = el[jj]
-
-    @jit
-    def implicit(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha, lam_y, mu_y, zr):
-        nu = len(ip_u) - 1; ni, k = Y.shape
-        g = np.empty(nu); q = np.empty(nu); delta = np.empty(nu)
-        for f in range(k):
-            for u in prange(nu):
-                s = 0.0; qq = 0.0
-                for j in range(ip_u[u], ip_u[u + 1]):
-                    h = H[col_u[j], f]; s += h * e[perm_u[j]]; qq += h * h
-                g[u] = s; q[u] = qq; delta[u] = 0.0
-            for jt in range(ni):                              # sequential: y[j, f] and y[j', f] share users
-                prec = lam_y[f]; num = lam_y[f] * mu_y[f]; old = Y[jt, f]
-                for j in range(ip_i[jt], ip_i[jt + 1]):
-                    u = row_i[j]; zz = zu[u]
-                    prec += alpha * zz * zz * q[u]
-                    num += alpha * zz * (g[u] + old * zz * q[u])
-                Y[jt, f] = num / prec + zr[jt, f] / math.sqrt(prec)
-                d = Y[jt, f] - old
-                for j in range(ip_i[jt], ip_i[jt + 1]):
-                    u = row_i[j]; zz = zu[u]
-                    g[u] -= zz * d * q[u]; delta[u] += zz * d
-            for u in prange(nu):
-                dl = delta[u]
-                P[u, f] += dl
-                for j in range(ip_u[u], ip_u[u + 1]):
-                    e[perm_u[j]] -= dl * H[col_u[j], f]
-
-    @jit
-    def predict(W, V, mu, bu, bi, user, item):
-        out = np.empty(len(user))
-        for j in prange(len(user)):
-            u, i = user[j], item[j]
-            p = mu + bu[u] + bi[i]
-            for f in range(W.shape[1]): p += W[u, f] * V[i, f]
-            out[j] = p
-        return out
-
-    _KERNELS = dict(rows=rows, implicit=implicit, predict=predict)
-    return _KERNELS
+    "The compiled kernels by name (numba compiles each on its first call, or loads it from the on-disk cache)."
+    return dict(rows=_rows_kernel, implicit=_implicit_kernel, predict=_predict_kernel)
 
 def _engine(backend: str) -> dict:
     if backend == 'numba': return _kernels()
@@ -259,30 +289,20 @@ def _residuals(r, mu, U, V, bu, bi, u, i, dtype) -> np.ndarray:
                                         bi.astype(np.float64), u, i)).astype(dtype)
 
 # %% ../nbs/10_bayesian_mf.ipynb #d5308f49
-def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 50, implicit: bool = False,
-                 seed: int = 0, val: Any = None, keep: int = 100, init_std: float = 0.1,
-                 clip: tuple[float, float] | None = RATING_RANGE, backend: str = 'numba', progress: bool = True,
-                 init: Any = None, dtype: str = 'float64') -> BayesMFModel:
-    """Bayesian biased MF by coordinate-wise Gibbs sampling (BPMF-style per-dimension Normal-Gamma priors, Gamma noise
-    precision; optional SVD++-style implicit user term). Returns the posterior mean predictor over the samples after
-    `burn_in` (thinned to at most `keep`). `val` is only scored (running posterior mean, `metrics.score` with `clip`),
-    never fitted. `init`: a point estimate to start from (e.g. an `mf.MFModel`); `dtype`: 'float64' or 'float32'
-    kernels. A non-finite chain raises `FloatingPointError`."""
-    _check_fit_args(k, n_samples, burn_in, keep, backend)
-    if dtype not in ('float64', 'float32'): raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    dt = np.dtype(dtype)
-    t = check_triples(train, 'train')
-    v = None if val is None else check_triples(val, 'val')
-    if v is not None and (v.n_users != t.n_users or v.n_items != t.n_items):
-        raise ValueError(f'val shape {v.n_users}x{v.n_items} differs from train {t.n_users}x{t.n_items}')
-    K = _engine(backend)
-    rng = np.random.default_rng(seed)
+def _layout(t: Interactions, dt: np.dtype) -> dict:
+    "CSR by user and by item of the training triples, the implicit weights |R(u)|^-1/2 and the rating counts."
+    u, i, nu, ni = t.user, t.item, t.n_users, t.n_items
+    ip_u, ou = _csr(u, i, nu); ip_i, oi = _csr(i, u, ni)
+    cnt = np.diff(ip_u)
+    return dict(ip_u=ip_u, ou=ou, col_u=i[ou], ip_i=ip_i, oi=oi, row_i=u[oi],
+                zu=np.where(cnt > 0, 1 / np.sqrt(np.maximum(cnt, 1)), 0.0).astype(dt),
+                user_count=cnt.astype(np.int64), item_count=np.diff(ip_i).astype(np.int64))
+
+# %% ../nbs/10_bayesian_mf.ipynb #079351e3
+def _chain_start(t: Interactions, k: int, init: Any, rng: np.random.Generator, init_std: float, dt: np.dtype) -> dict:
+    "The state before sweep 0: mu, factors U, V, Y, offsets P, biases, residuals e, prior parameters hyp, precision alpha."
     u, i, r, nu, ni = t.user, t.item, t.rating, t.n_users, t.n_items
     mu = float(r.mean())
-    ip_u, ou = _csr(u, i, nu); ip_i, oi = _csr(i, u, ni)
-    col_u, row_i = i[ou], u[oi]
-    cnt = np.diff(ip_u); zu = np.where(cnt > 0, 1 / np.sqrt(np.maximum(cnt, 1)), 0.0).astype(dt)
-    user_count, item_count = cnt.astype(np.int64), np.diff(ip_i).astype(np.int64)
     hyp = dict(U=(np.ones(k), np.zeros(k)), V=(np.ones(k), np.zeros(k)), Y=(np.full(k, 10.0), np.zeros(k)),
                bu=(np.ones(1), np.zeros(1)), bi=(np.ones(1), np.zeros(1)))
     if init is None:
@@ -296,54 +316,79 @@ def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 5
         hyp.update(U=normal_gamma_draw(rng, U), V=normal_gamma_draw(rng, V), bu=normal_gamma_draw(rng, bu),
                    bi=normal_gamma_draw(rng, bi))
         alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + float(np.dot(e, e)) / 2)))
-    Y = np.zeros((ni, k), dt); P = np.zeros((nu, k), dt)
-    thin = max(1, math.ceil((n_samples - burn_in) / keep))
-    kept = dict(W=[], V=[], bu=[], bi=[])
-    acc = np.zeros(len(v)) if v is not None else None
-    if v is not None:   # once, not per sweep: the val pairs and which of them have an unseen side
-        vu, vi = v.user, v.item
-        vsu, vsi, _ = unseen_info(vu, vi, user_count, item_count)
-    n_acc, rows_, spent, cpu = 0, [], 0.0, 0.0
+    return dict(mu=mu, U=U, V=V, bu=bu, bi=bi, e=e, hyp=hyp, alpha=alpha, Y=np.zeros((ni, k), dt), P=np.zeros((nu, k), dt))
+
+# %% ../nbs/10_bayesian_mf.ipynb #e54477b9
+def _gibbs_sweep(K: dict, L: dict, S: dict, s: int, t: Interactions, rng: np.random.Generator, implicit: bool) -> float:
+    "Sweep `s` of the chain state `S` (in place): users, items, implicit term, prior parameters, noise. Returns the SSE."
+    (nu, k), ni, dt, hyp = S['U'].shape, t.n_items, S['e'].dtype, S['hyp']
+    (lu, mu_u), (lv, mu_v), (ly, mu_y) = hyp['U'], hyp['V'], hyp['Y']
+    K['rows'](L['ip_u'], L['col_u'], L['ou'], S['e'], S['U'], S['bu'], S['V'], S['alpha'], hyp['bu'][0][0],
+              hyp['bu'][1][0], lu, mu_u, rng.standard_normal((nu, k), dt), rng.standard_normal(nu, dt))
+    K['rows'](L['ip_i'], L['row_i'], L['oi'], S['e'], S['V'], S['bi'], S['U'] + S['P'] if implicit else S['U'],
+              S['alpha'], hyp['bi'][0][0], hyp['bi'][1][0], lv, mu_v, rng.standard_normal((ni, k), dt),
+              rng.standard_normal(ni, dt))
+    if implicit:
+        K['implicit'](L['ip_u'], L['col_u'], L['ou'], L['ip_i'], L['row_i'], S['e'], S['V'], S['Y'], S['P'], L['zu'],
+                      S['alpha'], ly, mu_y, rng.standard_normal((ni, k), dt))
+        hyp['Y'] = normal_gamma_draw(rng, S['Y'])
+    if dt == np.float32 and s % 64 == 63:   # single precision: recompute the maintained residuals (no drift)
+        S['e'] = _residuals(t.rating, S['mu'], S['U'] + S['P'], S['V'], S['bu'], S['bi'], t.user, t.item, dt)
+    for x in ('U', 'V', 'bu', 'bi'): hyp[x] = normal_gamma_draw(rng, S[x])
+    sse = float(np.einsum('i,i->', S['e'], S['e'], dtype=np.float64))   # no BLAS threads for one dot product
+    S['alpha'] = float(rng.gamma(1 + len(t.rating) / 2, 1 / (1 + sse / 2)))
+    _check_state(s, sse, S['alpha'], hyp)
+    return sse
+
+# %% ../nbs/10_bayesian_mf.ipynb #1e706fb3
+def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 50, implicit: bool = False,
+                 seed: int = 0, val: Any = None, keep: int = 100, init_std: float = 0.1,
+                 clip: tuple[float, float] | None = RATING_RANGE, backend: str = 'numba', progress: bool = True,
+                 init: Any = None, dtype: str = 'float64') -> BayesMFModel:
+    """Bayesian biased MF by coordinate-wise Gibbs sampling (BPMF-style per-dimension Normal-Gamma priors, Gamma noise
+    precision; optional SVD++-style implicit user term). Returns the posterior mean predictor over the samples after
+    `burn_in` (thinned to at most `keep`). `val` is only scored (running posterior mean, `metrics.score` with `clip`),
+    never fitted. `init`: a point estimate to start from (e.g. an `mf.MFModel`); `dtype`: 'float64' or 'float32'
+    kernels. A non-finite chain raises `FloatingPointError`."""
     from tqdm.auto import tqdm
+    _check_fit_args(k, n_samples, burn_in, keep, backend)
+    if dtype not in ('float64', 'float32'): raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    t = check_triples(train, 'train')
+    v = None if val is None else check_triples(val, 'val')
+    if v is not None and (v.n_users != t.n_users or v.n_items != t.n_items):
+        raise ValueError(f'val shape {v.n_users}x{v.n_items} differs from train {t.n_users}x{t.n_items}')
+    K, rng, L = _engine(backend), np.random.default_rng(seed), _layout(t, np.dtype(dtype))
+    S = _chain_start(t, k, init, rng, init_std, np.dtype(dtype))
+    thin, kept = max(1, math.ceil((n_samples - burn_in) / keep)), dict(W=[], V=[], bu=[], bi=[])
+    acc = np.zeros(len(v)) if v is not None else None
+    if v is not None: vsu, vsi, _ = unseen_info(v.user, v.item, L['user_count'], L['item_count'])   # once, not per sweep
+    n_acc, rows_, spent, cpu = 0, [], 0.0, 0.0
     bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress, leave=False)
     for s in bar:
         t0, c0 = time.perf_counter(), time.process_time()
-        (lu, mu_u), (lv, mu_v), (ly, mu_y) = hyp['U'], hyp['V'], hyp['Y']
-        K['rows'](ip_u, col_u, ou, e, U, bu, V, alpha, hyp['bu'][0][0], hyp['bu'][1][0], lu, mu_u,
-                  rng.standard_normal((nu, k), dt), rng.standard_normal(nu, dt))
-        K['rows'](ip_i, row_i, oi, e, V, bi, U + P if implicit else U, alpha, hyp['bi'][0][0], hyp['bi'][1][0], lv, mu_v,
-                  rng.standard_normal((ni, k), dt), rng.standard_normal(ni, dt))
-        if implicit:
-            K['implicit'](ip_u, col_u, ou, ip_i, row_i, e, V, Y, P, zu, alpha, ly, mu_y, rng.standard_normal((ni, k), dt))
-            hyp['Y'] = normal_gamma_draw(rng, Y)
-        if dt == np.float32 and s % 64 == 63:   # single precision: recompute the maintained residuals (no drift)
-            e = _residuals(r, mu, U + P, V, bu, bi, u, i, dt)
-        hyp['U'] = normal_gamma_draw(rng, U); hyp['V'] = normal_gamma_draw(rng, V)
-        hyp['bu'] = normal_gamma_draw(rng, bu); hyp['bi'] = normal_gamma_draw(rng, bi)
-        sse = float(np.einsum('i,i->', e, e, dtype=np.float64))   # no BLAS threads for one dot product
-        alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + sse / 2)))
-        _check_state(s, sse, alpha, hyp)
-        W = U + P
+        sse = _gibbs_sweep(K, L, S, s, t, rng, implicit)
+        W, V, bu, bi = S['U'] + S['P'], S['V'], S['bu'], S['bi']
         if s >= burn_in and (s - burn_in) % thin == 0:
             if not all(np.isfinite(x).all() for x in (W, V, bu, bi)):
                 raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: non-finite factors or biases')
-            kept['W'].append(W.astype(np.float32)); kept['V'].append(V.astype(np.float32))
-            kept['bu'].append(bu.astype(np.float32)); kept['bi'].append(bi.astype(np.float32))
+            for x, a in zip(('W', 'V', 'bu', 'bi'), (W, V, bu, bi)): kept[x].append(a.astype(np.float32))
         spent += time.perf_counter() - t0; cpu += time.process_time() - c0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            acc += _fallback_fix(K['predict'](W, V, mu, bu, bi, vu, vi), mu, bu, bi, vu, vi, vsu, vsi); n_acc += 1
+            acc += _fallback_fix(K['predict'](W, V, S['mu'], bu, bi, v.user, v.item), S['mu'], bu, bi, v.user, v.item, vsu, vsi)
+            n_acc += 1
             vr = score(acc / n_acc, v.rating, clip)['rmse']
             bar.set_postfix(val=f'{vr:.4f}')
-        rows_.append((s, spent, cpu, math.sqrt(sse / len(r)), 1 / math.sqrt(alpha), float(hyp['U'][0].mean()),
-                      float(hyp['V'][0].mean()), vr))
+        rows_.append((s, spent, cpu, math.sqrt(sse / len(t.rating)), 1 / math.sqrt(S['alpha']),
+                      float(S['hyp']['U'][0].mean()), float(S['hyp']['V'][0].mean()), vr))
     bar.close()
     hist = pd.DataFrame(rows_, columns=['sample', 'seconds', 'cpu_seconds', 'train_rmse', 'noise_sd', 'lam_U', 'lam_V',
                                         'val_rmse'])
     cfg = dict(k=int(k), n_samples=int(n_samples), burn_in=int(burn_in), implicit=bool(implicit), seed=seed, thin=thin,
                backend=backend, dtype=dtype, init=None if init is None else type(init).__name__)
     vp = acc / max(n_acc, 1) if acc is not None else None
-    return BayesMFModel(mu, *(np.stack(kept[x]) for x in ('W', 'V', 'bu', 'bi')), hist, cfg, vp, user_count, item_count)
+    return BayesMFModel(S['mu'], *(np.stack(kept[x]) for x in ('W', 'V', 'bu', 'bi')), hist, cfg, vp,
+                        L['user_count'], L['item_count'])
 
 # %% ../nbs/10_bayesian_mf.ipynb #5e61c815
 def _fold_rmse(m: BayesMFModel, d: Interactions, clip, where: str) -> float:

@@ -13,9 +13,12 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from .metrics import (check_pairs, check_triples, evaluate, rmse, score, unseen_info)
-from .mf import (DivergenceWarning, divergence_reason, one_blas_thread)
+from numba import prange
+
+from .mf import DivergenceWarning, _chol_solve, _jit, divergence_reason, one_blas_thread
 
 # %% auto #0
 __all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
@@ -28,20 +31,26 @@ def _jnp():
     import jax.numpy as jnp
     return jnp
 
-def predict_observed(params: dict, user, item, mu: float = 0.0):
-    "Predictions at the (user, item) pairs: `mu + b_u + c_i + <U_u, V_i>` (biases only if present in `params`)."
+def predict_observed(params: dict, user, item, mu: float = 0.0, dense: bool = False):
+    """Predictions at the (user, item) pairs: `mu + b_u + c_i + <U_u, V_i>` (biases only if present in `params`).
+    `dense=True` reads them off the dense `U V^T` (the same values; faster under autodiff when the ratings fill more
+    than a few percent of the matrix, see `fit_regularized`)."""
     jnp = _jnp()
-    pred = jnp.sum(params['users'][user] * params['items'][item], axis=-1) + mu
+    U, V = params['users'], params['items']
+    pred = (U @ V.T)[user, item] if dense else jnp.sum(U[user] * V[item], axis=-1)
+    pred = pred + mu
     if 'user_bias' in params: pred = pred + params['user_bias'][user] + params['item_bias'][item]
     return pred
 
-def observed_mse(params: dict, user, item, rating, weights=None, mu: float = 0.0):
+# %% ../nbs/04_regularization.ipynb #93731b38
+def observed_mse(params: dict, user, item, rating, weights=None, mu: float = 0.0, dense: bool = False):
     "Observed (weighted) mean squared error over the rated entries only: `sum w (r - pred)^2 / sum w`."
     jnp = _jnp()
-    err = rating - predict_observed(params, user, item, mu)
+    err = rating - predict_observed(params, user, item, mu, dense)
     if weights is None: return jnp.mean(err ** 2)
     return jnp.sum(weights * err ** 2) / jnp.sum(weights)
 
+# %% ../nbs/04_regularization.ipynb #5e2e9cde
 def l2_term(params: dict, user_scale=None, item_scale=None):
     "The book's weight decay `sum_i s_i |U_i|^2 / N + sum_j t_j |V_j|^2 / M` (scales default to 1)."
     jnp = _jnp()
@@ -51,6 +60,7 @@ def l2_term(params: dict, user_scale=None, item_scale=None):
     if item_scale is not None: sv = sv * item_scale
     return jnp.sum(su) / U.shape[0] + jnp.sum(sv) / V.shape[0]
 
+# %% ../nbs/04_regularization.ipynb #f3a84350
 def bias_l2_term(params: dict, user_scale=None, item_scale=None):
     "Weight decay on the biases, scaled like `l2_term` (0 for an unbiased model)."
     jnp = _jnp()
@@ -60,36 +70,39 @@ def bias_l2_term(params: dict, user_scale=None, item_scale=None):
     if item_scale is not None: bi = bi * item_scale
     return jnp.sum(bu) / bu.shape[0] + jnp.sum(bi) / bi.shape[0]
 
+# %% ../nbs/04_regularization.ipynb #b895c04c
 def gramian_term(params: dict):
     "Gramian regularizer `sum((U^T U) o (V^T V)) / (N M)` = mean of `<U_i, V_j>^2` over all N*M entries, in O((N+M) k^2)."
-    jnp = _jnp()
     U, V = params['users'], params['items']
-    return jnp.sum((U.T @ U) * (V.T @ V)) / (U.shape[0] * V.shape[0])
+    return _jnp().sum((U.T @ U) * (V.T @ V)) / (U.shape[0] * V.shape[0])
 
 def gramian_term_dense(params: dict):
     "Plain reference for `gramian_term`: `||U V^T||_F^2 / (N M)` through the dense N x M matrix (small data only)."
-    jnp = _jnp()
     U, V = params['users'], params['items']
-    return jnp.sum((U @ V.T) ** 2) / (U.shape[0] * V.shape[0])
+    return _jnp().sum((U @ V.T) ** 2) / (U.shape[0] * V.shape[0])
 
-def logistic_loss(params: dict, user, item, label, weights=None, mu: float = 0.0):
+# %% ../nbs/04_regularization.ipynb #1fb8d82d
+def logistic_loss(params: dict, user, item, label, weights=None, mu: float = 0.0, dense: bool = False):
     "Cross-entropy of binary labels against `sigmoid(mu + b + c + <U, V>)` (logistic MF), mean over the given entries."
     jnp = _jnp()
-    z = predict_observed(params, user, item, mu)
+    z = predict_observed(params, user, item, mu, dense)
     ce = jnp.logaddexp(0.0, z) - label * z            # = -[y log s(z) + (1-y) log(1-s(z))], stable
     if weights is None: return jnp.mean(ce)
     return jnp.sum(weights * ce) / jnp.sum(weights)
 
+# %% ../nbs/04_regularization.ipynb #1b5d9f92
 def regularized_loss(params: dict, batch: dict, hyper: dict):
     """The book's `regularized_omse`: data loss + l2 * L2 + gram * Gramian + l2_bias * bias L2.
 
-    `batch`: user, item, rating (or label), optional weights, user_scale, item_scale, mu; `hyper`: l2, gram, l2_bias and
-    loss ('mse' | 'logistic'). Returns `(total, dict of the terms)` for `jax.value_and_grad(..., has_aux=True)`."""
+    `batch`: user, item, rating (or label), optional weights, user_scale, item_scale, mu; `hyper`: l2, gram, l2_bias,
+    loss ('mse' | 'logistic') and dense (bool, see `predict_observed`). Returns `(total, dict of the terms)` for
+    `jax.value_and_grad(..., has_aux=True)`."""
     data = logistic_loss if hyper.get('loss', 'mse') == 'logistic' else observed_mse
-    terms = {'omse': data(params, batch['user'], batch['item'], batch['rating'], batch.get('weights'), batch.get('mu', 0.0)),
-             'l2_loss': l2_term(params, batch.get('user_scale'), batch.get('item_scale')),
-             'gr_loss': gramian_term(params),
-             'bias_loss': bias_l2_term(params, batch.get('user_scale'), batch.get('item_scale'))}
+    scales = batch.get('user_scale'), batch.get('item_scale')
+    terms = {'omse': data(params, batch['user'], batch['item'], batch['rating'], batch.get('weights'),
+                          batch.get('mu', 0.0), hyper.get('dense', False)),
+             'l2_loss': l2_term(params, *scales), 'gr_loss': gramian_term(params),
+             'bias_loss': bias_l2_term(params, *scales)}
     total = (terms['omse'] + hyper.get('l2', 0.0) * terms['l2_loss'] + hyper.get('gram', 0.0) * terms['gr_loss']
              + hyper.get('l2_bias', hyper.get('l2', 0.0)) * terms['bias_loss'])
     terms['total_loss'] = total
@@ -110,12 +123,14 @@ def wals_weights(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int,
     w = c ** (-float(power))
     return (w / w.mean()).astype(np.float32)
 
+# %% ../nbs/04_regularization.ipynb #0e571418
 def frequency_scale(idx: np.ndarray, n: int, alpha: float = 0.0) -> np.ndarray:
     "Per-row L2 scale `s = n^alpha / mean(n^alpha)` from the rating counts (alpha=0: uniform, the book; 1: ALS-WR)."
     if not (np.isfinite(alpha) and alpha >= 0): raise ValueError(f"alpha must be >= 0, got {alpha!r}")
     c = np.maximum(_counts(idx, n), 1.0) ** float(alpha)
     return (c / c.mean()).astype(np.float32)
 
+# %% ../nbs/04_regularization.ipynb #ec8f47cd
 def lr_decay(step_num: int, base_learning_rate: float, decay_pct: float = 0.5, period_length: float = 100.0) -> float:
     "The book's step decay: `base * decay_pct ** floor((1 + step) / period_length)`."
     return base_learning_rate * math.pow(decay_pct, math.floor((1 + step_num) / period_length))
@@ -134,6 +149,7 @@ def observed_mse_torch(U, V, user, item, rating, weights=None, mu: float = 0.0, 
     if weights is None: return (err ** 2).mean()
     return (weights * err ** 2).sum() / weights.sum()
 
+# %% ../nbs/04_regularization.ipynb #0480024c
 def l2_term_torch(U, V, user_scale=None, item_scale=None):
     "PyTorch twin of `l2_term`."
     su, sv = (U * U).sum(1), (V * V).sum(1)
@@ -145,6 +161,7 @@ def gramian_term_torch(U, V):
     "PyTorch twin of `gramian_term`: `sum((U^T U) o (V^T V)) / (N M)`."
     return ((U.T @ U) * (V.T @ V)).sum() / (U.shape[0] * V.shape[0])
 
+# %% ../nbs/04_regularization.ipynb #7e3859d8
 def logistic_loss_torch(U, V, user, item, label, weights=None, mu: float = 0.0, bu=None, bi=None):
     "PyTorch twin of `logistic_loss`."
     import torch
@@ -187,27 +204,30 @@ class RegMF:
         if self.bu is not None: s += self.bu[user] + self.bi[item]
         return s
 
-    def predict(self, user: Any, item: Any) -> np.ndarray:
-        """Unclipped predicted ratings, or probabilities `sigmoid(score)` for a logistic model. A user or item without
-        training ratings gets the fallback mu + the seen side's bias (biased), else the training mean; `info_` counts them."""
-        u, i = check_pairs(user, item, len(self.U), len(self.V))
-        s = self.score(u, i)
-        uc = self.user_count if self.user_count is not None else np.ones(len(self.U), np.int64)
-        ic = self.item_count if self.item_count is not None else np.ones(len(self.V), np.int64)
-        su, si, self.info_ = unseen_info(u, i, uc, ic)
-        fb = su | si
-        logistic = self.config.get('loss') == 'logistic'
-        if fb.any() and self.biased:
-            s[fb] = (np.float32(self.mu) + np.where(su, 0, self.bu[u]) + np.where(si, 0, self.bi[i]))[fb]
-        if logistic: s = 1.0 / (1.0 + np.exp(-s.astype(np.float64)))
-        if fb.any() and not self.biased: s[fb] = self.mu if self.train_mean is None else self.train_mean
-        return s
+# %% ../nbs/04_regularization.ipynb #5da5c1f6
+@patch
+def predict(self: RegMF, user: Any, item: Any) -> np.ndarray:
+    """Unclipped predicted ratings, or probabilities `sigmoid(score)` for a logistic model. A user or item without
+    training ratings gets the fallback mu + the seen side's bias (biased), else the training mean; `info_` counts them."""
+    u, i = check_pairs(user, item, len(self.U), len(self.V))
+    s = self.score(u, i)
+    uc = self.user_count if self.user_count is not None else np.ones(len(self.U), np.int64)
+    ic = self.item_count if self.item_count is not None else np.ones(len(self.V), np.int64)
+    su, si, self.info_ = unseen_info(u, i, uc, ic)
+    fb = su | si
+    logistic = self.config.get('loss') == 'logistic'
+    if fb.any() and self.biased:
+        s[fb] = (np.float32(self.mu) + np.where(su, 0, self.bu[u]) + np.where(si, 0, self.bi[i]))[fb]
+    if logistic: s = 1.0 / (1.0 + np.exp(-s.astype(np.float64)))
+    if fb.any() and not self.biased: s[fb] = self.mu if self.train_mean is None else self.train_mean
+    return s
 
 def p_sale(model: RegMF, user: np.ndarray, item: np.ndarray) -> np.ndarray:
     "The book's probability of a sale, `sigmoid(u . v)` (+ biases when the model has them)."
     s = model.score(user, item)
     return 1.0 / (1.0 + np.exp(-s))
 
+# %% ../nbs/04_regularization.ipynb #e114f7c1
 def _arrays(data: Any, name: str = 'train') -> tuple:
     "user, item (int64), rating (float32), n_users, n_items of validated triples (`metrics.check_triples`)."
     t = check_triples(data, name)
@@ -224,10 +244,12 @@ def _weights(weights: Any, n: int) -> np.ndarray | None:
     w = w.astype(np.float64)
     if w.shape != (n,): raise ValueError(f"weights must have shape {(n,)}, got {w.shape}")
     bad = ~np.isfinite(w) | (w < 0)
-    if bad.any(): raise ValueError(f"weights must be finite and >= 0: {int(bad.sum())} are not (first at position {int(np.argmax(bad))})")
+    if bad.any():
+        raise ValueError(f"weights must be finite and >= 0: {int(bad.sum())} are not (first at position {int(np.argmax(bad))})")
     if not w.sum() > 0: raise ValueError("weights are all zero: nothing to fit")
     return w
 
+# %% ../nbs/04_regularization.ipynb #a9373e81
 def _real(v: Any) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
@@ -243,6 +265,7 @@ def _check(k: int, positive: dict | None = None, ints: dict | None = None, **non
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
+# %% ../nbs/04_regularization.ipynb #f3f21003
 def _seen(u: np.ndarray, i: np.ndarray, w: np.ndarray | None, N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
     "Training ratings per user and item; a rating of weight 0 does not count."
     keep = slice(None) if w is None else w > 0
@@ -262,32 +285,33 @@ def _stop(model: RegMF, reason: str, best_step: int | None, fit: str) -> RegMF:
                       "penalties", DivergenceWarning, stacklevel=3)
     return model
 
-# %% ../nbs/04_regularization.ipynb #5da5c1f6
-def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0, l2_bias: float | None = None,
-                    freq_alpha: float = 0.0, weights: np.ndarray | None = None, biased: bool = True,
-                    loss: str = 'mse', optimizer: str = 'adam', lr: float = 0.02, steps: int = 500,
-                    batch_size: int | None = None, decay_pct: float = 1.0, period_length: float = 100.0,
-                    init_std: float = 0.1, val: Any | None = None, eval_every: int = 10, seed: int = 0,
-                    callback: Callable[[int, dict], Any] | None = None, progress: bool = True) -> RegMF:
-    """The book's regularized MF trained by gradient steps in JAX (`jit`, `value_and_grad`, optax).
-
-    loss: 'mse' (ratings) or 'logistic' (`train.rating` must be 0/1 labels). optimizer: 'adam' or 'sgd' (the book),
-    learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None = full
-    batch over the observed entries, else random minibatches of that size. Every `eval_every` steps the history records each
-    loss term, train RMSE (unclipped) and validation RMSE (clipped to the rating range, as `metrics.evaluate`) or
-    log-loss, the learning rate and seconds; `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True
-    to stop. The loop has no tolerance: config['stop_reason'] is 'max_iter' (all steps run), 'callback', or
-    'diverged: ...' when the loss is not finite or rises above 10 x its best (full batch: checked every step; at the
-    evaluations otherwise), which warns (`DivergenceWarning`) and returns the best evaluated iterate."""
-    import jax, jax.numpy as jnp, optax
+# %% ../nbs/04_regularization.ipynb #af9f74c1
+def _check_gradient_args(k, loss, optimizer, lr, steps, eval_every, decay_pct, period_length, batch_size, dense,
+                         **nonneg) -> None:
+    "Reject bad arguments of `fit_regularized` before any work (`nonneg`: finite numbers >= 0, None skipped)."
     _check(k, positive={'lr': lr, 'period_length': period_length}, ints={'steps': steps, 'eval_every': eval_every},
-           l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std)
+           **nonneg)
     if loss not in ('mse', 'logistic'): raise ValueError(f"loss must be 'mse' or 'logistic', got {loss!r}")
     if optimizer not in ('adam', 'sgd'): raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     if not (_real(decay_pct) and 0 < decay_pct <= 1): raise ValueError(f"decay_pct must be in (0, 1], got {decay_pct!r}")
     if batch_size is not None and (isinstance(batch_size, (bool, np.bool_)) or
                                    not (isinstance(batch_size, (int, np.integer)) and batch_size > 0)):
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}")
+    if dense is not None and not isinstance(dense, (bool, np.bool_)):
+        raise ValueError(f"dense must be None, True or False, got {dense!r}")
+
+# %% ../nbs/04_regularization.ipynb #d0f15c83
+def _use_dense(dense: bool | None, batch_size: int | None, n_users: int, n_items: int, n_ratings: int) -> bool:
+    "`dense` when given; else True for a full batch on a matrix with <= 2^25 entries, at least 1/32 of them rated."
+    if dense is not None: return bool(dense)
+    cells = n_users * n_items
+    return batch_size is None and cells <= 1 << 25 and cells <= 32 * n_ratings
+
+# %% ../nbs/04_regularization.ipynb #58606b81
+def _gradient_problem(train: Any, weights: Any, biased: bool, loss: str, k: int, seed: int, init_std: float,
+                      freq_alpha: float) -> tuple:
+    "(u, i, r, w, N, M, mean, mu, params, full) of a gradient fit; `full` is the full batch of `regularized_loss`."
+    jnp = _jnp()
     u, i, r, N, M = _arrays(train)
     if loss == 'logistic' and not np.isin(r, (0.0, 1.0)).all(): raise ValueError("logistic loss needs 0/1 labels in train.rating")
     w = _weights(weights, len(r))
@@ -295,75 +319,48 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
     mean = float(np.average(r, weights=w))
     mu = mean if biased else 0.0
     if loss == 'logistic' and biased: mu = float(np.log(mu / (1 - mu))) if 0 < mu < 1 else 0.0
-    uc, ic = _seen(u, i, w, N, M)
-    su, si = frequency_scale(u, N, freq_alpha), frequency_scale(i, M, freq_alpha)
     U0, V0 = _init(N, M, k, seed, init_std)
     params = {'users': jnp.asarray(U0), 'items': jnp.asarray(V0)}
     if biased: params.update(user_bias=jnp.zeros(N), item_bias=jnp.zeros(M))
-    hyper = {'l2': float(l2), 'gram': float(gram), 'l2_bias': float(l2 if l2_bias is None else l2_bias), 'loss': loss}
-    sched = lr_decay_schedule(float(lr), float(decay_pct), float(period_length))
-    opt = optax.adam(sched) if optimizer == 'adam' else optax.sgd(sched)
-    state = opt.init(params)
     full = {'user': jnp.asarray(u), 'item': jnp.asarray(i), 'rating': jnp.asarray(r), 'mu': mu,
-            'user_scale': jnp.asarray(su), 'item_scale': jnp.asarray(si)}
+            'user_scale': jnp.asarray(frequency_scale(u, N, freq_alpha)),
+            'item_scale': jnp.asarray(frequency_scale(i, M, freq_alpha))}
     if w is not None: full['weights'] = jnp.asarray(w)
+    return u, i, r, w, N, M, mean, mu, params, full
+
+# %% ../nbs/04_regularization.ipynb #2436b646
+def _scan_steps(opt: Any, hyper: dict, batch_size: int | None, n: int) -> Callable:
+    """Jitted `run(params, state, key, full, length)`: `length` optimizer steps as one `jax.lax.scan`. Returns the new
+    `(params, state, key)` and every step's loss terms at its starting point (full batch: the objective; minibatch:
+    that batch's), stacked."""
+    import jax, optax
     vg = jax.value_and_grad(regularized_loss, has_aux=True)
-
-    @jax.jit
-    def step(params, state, batch):
-        (_, terms), g = vg(params, batch, hyper)
-        upd, state = opt.update(g, state, params)
-        return optax.apply_updates(params, upd), state, terms
-
-    @jax.jit
-    def evaluate(params):
-        return regularized_loss(params, full, hyper)[1]
-
-    cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
-               loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, decay_pct=decay_pct,
-               period_length=period_length, init_std=init_std, seed=seed, weighted=w is not None)
-    snap = lambda p, h=None: _to_model(p, mu, cfg, biased, h, uc, ic, mean)
-    if val is not None: vu, vi, vr, vN, vM = _arrays(val, 'val')
-    key = jax.random.PRNGKey(seed); n = len(r)
-    rows, t0, reason = [], time.perf_counter(), 'max_iter'
-    best = {'J': math.inf, 'step': None, 'params': None}
-    J_step_best = math.inf                              # per-step losses (full batch: the same J; minibatch: noisy)
-    from tqdm.auto import tqdm
-    bar = tqdm(range(steps + 1), desc=f'JAX MF k={k}', disable=not progress, leave=False)
-    for s in bar:
-        if s % eval_every == 0 or s == steps:
-            terms = {kk: float(v) for kk, v in evaluate(params).items()}
-            why = divergence_reason(terms['total_loss'], best['J'], s)
-            if why: reason = why; break
-            if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=s, params=params)
-            model = snap(params)
-            if loss == 'mse':
-                # unweighted: the observed MSE of the loss terms is already the training MSE (no second pass)
-                terms['train_rmse'] = math.sqrt(terms['omse']) if w is None else rmse(model.score(u, i), r)
-                if val is not None: terms['val_rmse'] = score(model.predict(vu, vi), vr)['rmse']
-            elif val is not None:
-                z = model.score(vu, vi).astype(np.float64)
-                terms['val_logloss'] = float(np.mean(np.logaddexp(0, z) - vr * z))
-            row = {'step': s, **terms, 'lr': lr_decay(s, lr, decay_pct, period_length), 'seconds': time.perf_counter() - t0}
-            rows.append(row)
-            if progress: bar.set_postfix({kk: round(v, 4) for kk, v in row.items() if kk in ('total_loss', 'val_rmse')})
-            if callback is not None and callback(s, row): reason = 'callback'; break
-        if s == steps: break
-        if batch_size is None: batch = full
-        else:
+    def body(carry, full):
+        params, state, key = carry
+        batch = full
+        if batch_size is not None:
             key, sub = jax.random.split(key)
             idx = jax.random.randint(sub, (min(batch_size, n),), 0, n)
-            batch = {**full, 'user': full['user'][idx], 'item': full['item'][idx], 'rating': full['rating'][idx]}
-            if w is not None: batch['weights'] = full['weights'][idx]
-        new, state, terms_s = step(params, state, batch)
-        J = float(terms_s['total_loss'])                  # the loss at `params`, before this step
-        why = divergence_reason(J, J_step_best if batch_size is None else math.inf, s)
-        if why: reason = why; break
-        J_step_best = min(J_step_best, J); params = new
-    if reason.startswith('diverged'):
-        if best['params'] is None: raise FloatingPointError(f"the loss is not finite at the initial factors ({reason})")
-        params = best['params']
-    return _stop(snap(params, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized')
+            batch = {**full, **{x: full[x][idx] for x in ('user', 'item', 'rating', 'weights') if x in full}}
+        (_, terms), g = vg(params, batch, hyper)
+        upd, state = opt.update(g, state, params)
+        return (optax.apply_updates(params, upd), state, key), terms
+    def run(params, state, key, full, length):
+        return jax.lax.scan(lambda c, _: body(c, full), (params, state, key), None, length=length)
+    return jax.jit(run, static_argnames='length')
+
+# %% ../nbs/04_regularization.ipynb #90ec989c
+def _history_row(model: RegMF, terms: dict, s: int, obs: tuple, val: tuple | None, loss: str, weighted: bool,
+                 lr_args: tuple, seconds: float) -> dict:
+    "History row at step `s` of a gradient fit (`obs`, `val`: `_arrays` tuples; `lr_args`: lr, decay_pct, period_length)."
+    u, i, r = obs[:3]
+    if loss == 'mse':
+        terms['train_rmse'] = rmse(model.score(u, i), r) if weighted else math.sqrt(max(terms['omse'], 0.0))
+        if val is not None: terms['val_rmse'] = score(model.predict(val[0], val[1]), val[2])['rmse']
+    elif val is not None:
+        z = model.score(val[0], val[1]).astype(np.float64)
+        terms['val_logloss'] = float(np.mean(np.logaddexp(0, z) - val[2] * z))
+    return {'step': s, **terms, 'lr': lr_decay(s, *lr_args), 'seconds': seconds}
 
 def _to_model(params: dict, mu: float, cfg: dict, biased: bool, history: pd.DataFrame | None = None,
               user_count: np.ndarray | None = None, item_count: np.ndarray | None = None,
@@ -371,6 +368,75 @@ def _to_model(params: dict, mu: float, cfg: dict, biased: bool, history: pd.Data
     return RegMF(np.asarray(params['users']), np.asarray(params['items']), mu,
                  np.asarray(params['user_bias']) if biased else None, np.asarray(params['item_bias']) if biased else None,
                  dict(cfg), pd.DataFrame() if history is None else history, user_count, item_count, train_mean)
+
+# %% ../nbs/04_regularization.ipynb #dc915ddc
+def _first_divergence(J: np.ndarray, s: int, best: float, full_batch: bool) -> tuple[str | None, float]:
+    "(reason or None, the new best) for the losses `J` of steps s, s+1, ...: `mf.divergence_reason` step by step."
+    for t, x in enumerate(np.asarray(J, np.float64)):
+        why = divergence_reason(float(x), best if full_batch else math.inf, s + t)
+        if why: return why, best
+        best = min(best, float(x))
+    return None, best
+
+# %% ../nbs/04_regularization.ipynb #859b763e
+def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0, l2_bias: float | None = None,
+                    freq_alpha: float = 0.0, weights: np.ndarray | None = None, biased: bool = True,
+                    loss: str = 'mse', optimizer: str = 'adam', lr: float = 0.02, steps: int = 500,
+                    batch_size: int | None = None, decay_pct: float = 1.0, period_length: float = 100.0,
+                    init_std: float = 0.1, val: Any | None = None, eval_every: int = 10, seed: int = 0,
+                    callback: Callable[[int, dict], Any] | None = None, progress: bool = True,
+                    dense: bool | None = None) -> RegMF:
+    """The book's regularized MF trained by gradient steps in JAX (`jit`, `value_and_grad`, `lax.scan`, optax).
+
+    loss: 'mse' (ratings) or 'logistic' (`train.rating` must be 0/1 labels). optimizer: 'adam' or 'sgd' (the book),
+    learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None = full
+    batch over the observed entries, else random minibatches of that size. Every `eval_every` steps the history records
+    each loss term, train RMSE (unclipped) and validation RMSE (clipped to the rating range, as `metrics.evaluate`) or
+    log-loss, the learning rate and seconds; `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True
+    to stop. dense: predictions of the data term through the dense `U V^T` (None: automatic, `_use_dense`). No
+    tolerance: config['stop_reason'] is 'max_iter' (all steps run), 'callback', or 'diverged: ...' when the loss is not
+    finite or rises above 10 x its best (full batch: checked every step; minibatches: at the evaluations, and every
+    step for finiteness), which warns (`DivergenceWarning`) and returns the best evaluated iterate."""
+    import jax, optax
+    from tqdm.auto import tqdm
+    _check_gradient_args(k, loss, optimizer, lr, steps, eval_every, decay_pct, period_length, batch_size, dense,
+                         l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std)
+    u, i, r, w, N, M, mean, mu, params, full = _gradient_problem(train, weights, biased, loss, k, seed, init_std, freq_alpha)
+    uc, ic = _seen(u, i, w, N, M)
+    hyper = {'l2': float(l2), 'gram': float(gram), 'l2_bias': float(l2 if l2_bias is None else l2_bias), 'loss': loss,
+             'dense': _use_dense(dense, batch_size, N, M, len(r))}
+    opt = (optax.adam if optimizer == 'adam' else optax.sgd)(lr_decay_schedule(float(lr), float(decay_pct), float(period_length)))
+    state, key = opt.init(params), jax.random.PRNGKey(seed)
+    run, objective = _scan_steps(opt, hyper, batch_size, len(r)), jax.jit(lambda p, b: regularized_loss(p, b, hyper)[1])
+    cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
+               loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, decay_pct=decay_pct,
+               period_length=period_length, init_std=init_std, seed=seed, weighted=w is not None, dense=hyper['dense'])
+    snap = lambda p, h=None: _to_model(p, mu, cfg, biased, h, uc, ic, mean)
+    vt = None if val is None else _arrays(val, 'val')
+    rows, reason, s, J_step_best, t0 = [], 'max_iter', 0, math.inf, time.perf_counter()
+    best = {'J': math.inf, 'step': None, 'params': None}
+    bar = tqdm(total=steps, desc=f'JAX MF k={k}', disable=not progress, leave=False)
+    while True:
+        length, seconds = min(eval_every, steps - s), time.perf_counter() - t0
+        if length: (new, new_state, new_key), T = run(params, state, key, full, length=length)
+        at_s = T if length and batch_size is None else objective(params, full)   # the terms at step s
+        terms = {x: float(v[0] if at_s is T else v) for x, v in at_s.items()}
+        why = divergence_reason(terms['total_loss'], best['J'], s)
+        if why: reason = why; break
+        if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=s, params=params)
+        rows.append(_history_row(snap(params), terms, s, (u, i, r), vt, loss, w is not None, (lr, decay_pct, period_length), seconds))
+        if progress: bar.set_postfix({x: round(v, 4) for x, v in rows[-1].items() if x in ('total_loss', 'val_rmse')})
+        if callback is not None and callback(s, rows[-1]): reason = 'callback'; break
+        if not length: break
+        why, J_step_best = _first_divergence(T['total_loss'], s, J_step_best, batch_size is None)
+        if why: reason = why; break
+        params, state, key, s = new, new_state, new_key, s + length
+        bar.update(length)
+    bar.close()
+    if reason.startswith('diverged'):
+        if best['params'] is None: raise FloatingPointError(f"the loss is not finite at the initial factors ({reason})")
+        params = best['params']
+    return _stop(snap(params, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized')
 
 # %% ../nbs/04_regularization.ipynb #1ed76a1e
 def _groups(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -402,88 +468,118 @@ def _solve_block_ref(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool):
     return (x[:, 0], x[:, 1:]) if biased else (None, x)
 
 # %% ../nbs/04_regularization.ipynb #af12f17c
-_BLOCK = None
+@_jit(parallel=False, fastmath=False)
+def _block_row(s, e, cols, y, w, F, biased, weighted, Z, rhs):
+    "Z[:m] = sqrt(w) [1, F_c] over the row's ratings s..e (float32) and rhs = Z^T sqrt(w) y (float64)."
+    k = F.shape[1]
+    o = 1 if biased else 0
+    rhs[:] = 0.0
+    for jj in range(e - s):
+        j = s + jj; c = cols[j]
+        sw = np.float32(np.sqrt(w[j])) if weighted else np.float32(1.0)
+        if biased: Z[jj, 0] = sw
+        for f in range(k): Z[jj, o + f] = sw * F[c, f]
+        t = np.float64(sw) * y[j]
+        for f in range(k + o): rhs[f] += t * Z[jj, f]
 
-def _block_kernel():
-    "Compile the numba block solver on first use (nothing happens at import; cached next to the module)."
-    global _BLOCK
-    if _BLOCK is not None: return _BLOCK
-    from numba import njit, prange
+# %% ../nbs/04_regularization.ipynb #64ad7ff8
+@_jit(parallel=False, fastmath=False)
+def _block_system(Z, G, reg_f, reg_b, biased, A):
+    "Lower triangle of A = Z^T Z + diag(reg_b, reg_f, ..., reg_f) + G (G on the factor block only), float64."
+    d = A.shape[0]
+    o = 1 if biased else 0
+    if Z.shape[0] > 0:
+        Gr = Z.T @ Z                                     # one BLAS call (float32)
+        for p in range(d):
+            for q in range(p + 1): A[p, q] = Gr[p, q]
+    else:
+        for p in range(d):
+            for q in range(p + 1): A[p, q] = 0.0
+    for p in range(d - o):
+        for q in range(p + 1): A[o + p, o + q] += G[p, q]
+        A[o + p, o + p] += reg_f
+    if biased: A[0, 0] += reg_b
 
-    def solve_rows(ptr, cols, y, w, F, reg_f, reg_b, G, biased, weighted):
-        "Per row a: (Z^T Z + diag(reg_b, reg_f..) + G + 1e-6 I) x = Z^T t, Z = sqrt(w) [1, F_c], t = sqrt(w) y."
-        n, k = len(ptr) - 1, F.shape[1]
-        o = 1 if biased else 0
-        d = k + o
-        out = np.zeros((n, d), np.float64)
-        for a in prange(n):
+# %% ../nbs/04_regularization.ipynb #b844db5d
+@_jit()
+def _solve_rows(ptr, cols, y, w, F, reg_f, reg_b, G, biased, weighted):
+    "Per row a: (Z^T Z + diag(reg_b, reg_f..) + G + 1e-6 I) x = Z^T t, Z = sqrt(w) [1, F_c], t = sqrt(w) y."
+    n, d = len(ptr) - 1, F.shape[1] + (1 if biased else 0)
+    out = np.zeros((n, d), np.float64)
+    n_blocks = min(n, 256)
+    for c in prange(n_blocks):
+        r0, r1 = c * n // n_blocks, (c + 1) * n // n_blocks
+        m_max = 1
+        for a in range(r0, r1): m_max = max(m_max, ptr[a + 1] - ptr[a])
+        Z = np.empty((m_max, d), np.float32)
+        rhs, x, A, L = np.empty(d), np.empty(d), np.empty((d, d)), np.empty((d, d))
+        for a in range(r0, r1):
             s, e = ptr[a], ptr[a + 1]
-            m = e - s
-            Z = np.empty((m, d), np.float32)
-            rhs = np.zeros(d, np.float64)
-            for jj in range(m):
-                j = s + jj; c = cols[j]
-                sw = np.float32(np.sqrt(w[j])) if weighted else np.float32(1.0)
-                if biased: Z[jj, 0] = sw
-                for f in range(k): Z[jj, o + f] = sw * F[c, f]
-                t = np.float64(sw) * y[j]
-                for f in range(d): rhs[f] += t * Z[jj, f]
-            A = np.zeros((d, d), np.float64)
-            if m > 0:
-                Gr = Z.T @ Z
-                for p in range(d):
-                    for q in range(d): A[p, q] = Gr[p, q]
-            for p in range(k):
-                for q in range(k): A[o + p, o + q] += G[p, q]
-                A[o + p, o + p] += reg_f[a]
-            if biased: A[0, 0] += reg_b[a]
-            for p in range(d): A[p, p] += 1e-6
-            L = np.zeros((d, d), np.float64)             # A = L L^T (A is SPD)
-            jitter = 0.0
-            for attempt in range(8):                     # rounding broke positive definiteness: more jitter
-                ok = True
-                for p in range(d):
-                    for q in range(p + 1):
-                        acc = A[p, q] + (jitter if p == q else 0.0)
-                        for r in range(q): acc -= L[p, r] * L[q, r]
-                        if p == q:
-                            if not acc > 0.0:
-                                ok = False; break
-                            L[p, p] = np.sqrt(acc)
-                        else: L[p, q] = acc / L[q, q]
-                    if not ok: break
+            _block_row(s, e, cols, y, w, F, biased, weighted, Z, rhs)
+            _block_system(Z[:e - s], G, reg_f[a], reg_b[a], biased, A)
+            ok, jitter = False, 0.0
+            for attempt in range(8):
+                ok = _chol_solve(A, 1e-6 + jitter, rhs, x, L)
                 if ok: break
                 jitter = 1e-6 if jitter == 0.0 else jitter * 100.0
-            z = np.empty(d, np.float64)
-            for p in range(d):
-                acc = rhs[p]
-                for r in range(p): acc -= L[p, r] * z[r]
-                z[p] = acc / L[p, p]
-            for p in range(d - 1, -1, -1):
-                acc = z[p]
-                for r in range(p + 1, d): acc -= L[r, p] * z[r]
-                z[p] = acc / L[p, p]
-            for p in range(d): out[a, p] = z[p]
-        return out
+            for p in range(d): out[a, p] = x[p] if ok else np.nan
+    return out
 
-    try: _BLOCK = njit(parallel=True, cache=True)(solve_rows)
-    except RuntimeError: _BLOCK = njit(parallel=True)(solve_rows)     # no cache locator (e.g. exec'd code)
-    return _BLOCK
-
+# %% ../nbs/04_regularization.ipynb #7d35e72c
 def _solve_block(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool, backend: str = 'numba'):
     """Exact minimiser for every row of sum_c w (y - b - x.F_c)^2 + reg_f |x|^2 + reg_b b^2 + x^T G x: the numba kernel
     (`backend='numba'`) or the plain reference (`'numpy'`); the same solution to float32 rounding (tested)."""
     if backend == 'numpy': return _solve_block_ref(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased)
     n = len(ptr) - 1
     ww = np.ascontiguousarray(w[order], np.float32)
-    x = _block_kernel()(np.ascontiguousarray(ptr, np.int64), np.ascontiguousarray(cols[order], np.int64),
-                        np.ascontiguousarray(y[order], np.float64), ww, np.ascontiguousarray(F, np.float32),
-                        np.broadcast_to(np.asarray(reg_f, np.float64), (n,)).copy(),
-                        np.broadcast_to(np.asarray(reg_b, np.float64), (n,)).copy(),
-                        np.ascontiguousarray(G, np.float64), bool(biased), not bool(np.all(ww == 1)))
+    x = _solve_rows(np.ascontiguousarray(ptr, np.int64), np.ascontiguousarray(cols[order], np.int64),
+                    np.ascontiguousarray(y[order], np.float64), ww, np.ascontiguousarray(F, np.float32),
+                    np.broadcast_to(np.asarray(reg_f, np.float64), (n,)).copy(),
+                    np.broadcast_to(np.asarray(reg_b, np.float64), (n,)).copy(),
+                    np.ascontiguousarray(G, np.float64), bool(biased), not bool(np.all(ww == 1)))
     return (x[:, 0], x[:, 1:]) if biased else (None, x)
 
-# %% ../nbs/04_regularization.ipynb #64ad7ff8
+# %% ../nbs/04_regularization.ipynb #f7655c1d
+def _als_start(init: RegMF | None, N: int, M: int, k: int, seed: int, init_std: float, biased: bool) -> tuple:
+    "(U, V, bu, bi) in float64: random factors and zero biases, or a fitted `init`'s (same k and index space)."
+    U, V = (x.astype(np.float64) for x in _init(N, M, k, seed, init_std))
+    bu, bi = (np.zeros(N), np.zeros(M)) if biased else (None, None)
+    if init is None: return U, V, bu, bi
+    if not isinstance(init, RegMF): raise TypeError(f"init must be a fitted RegMF, got {type(init).__name__}")
+    if init.U.shape != (N, k) or init.V.shape != (M, k):
+        raise ValueError(f"init has factors {init.U.shape}, {init.V.shape}; this fit needs {(N, k)}, {(M, k)}")
+    U, V = init.U.astype(np.float64), init.V.astype(np.float64)
+    if biased and init.bu is not None: bu, bi = init.bu.astype(np.float64), init.bi.astype(np.float64)
+    return U, V, bu, bi
+
+# %% ../nbs/04_regularization.ipynb #842b5464
+def _als_sweep(P: dict, U, V, bu, bi, backend: str) -> tuple:
+    "One ALS sweep: every user's (b, U) with the items fixed, then every item's; `P` holds the problem's arrays."
+    u, i, rr, w, W, N, M, biased = (P[x] for x in ('u', 'i', 'rr', 'w', 'W', 'N', 'M', 'biased'))
+    l2, lb, gram, su, si = (P[x] for x in ('l2', 'lb', 'gram', 'su', 'si'))
+    yu = rr - P['mu'] - (bi[i] if biased else 0.0)
+    bu_new, U = _solve_block(P['ou'], P['pu'], i, yu, w, V, W * l2 * su / N, W * lb * su / N,
+                             W * gram / (N * M) * (V.T @ V), biased, backend=backend)
+    if biased: bu = bu_new
+    yi = rr - P['mu'] - (bu[u] if biased else 0.0)
+    bi_new, V = _solve_block(P['oi'], P['pi'], u, yi, w, U, W * l2 * si / M, W * lb * si / M,
+                             W * gram / (N * M) * (U.T @ U), biased, backend=backend)
+    if biased: bi = bi_new
+    return U, V, bu, bi
+
+# %% ../nbs/04_regularization.ipynb #25d8c873
+def _als_terms(P: dict, U, V, bu, bi, pred: np.ndarray) -> dict:
+    "The objective's terms (and J = total_loss) at the factors, from the training predictions `pred`."
+    N, M, su, si = P['N'], P['M'], P['su'], P['si']
+    err = P['rr'] - pred
+    t = {'omse': float(np.sum(P['w'] * err ** 2) / P['W']),
+         'l2_loss': float((su @ (U * U).sum(1)) / N + (si @ (V * V).sum(1)) / M),
+         'gr_loss': float(np.sum((U.T @ U) * (V.T @ V)) / (N * M)),
+         'bias_loss': float((su @ bu ** 2) / N + (si @ bi ** 2) / M) if P['biased'] else 0.0}
+    t['total_loss'] = t['omse'] + P['l2'] * t['l2_loss'] + P['gram'] * t['gr_loss'] + P['lb'] * t['bias_loss']
+    return t
+
+# %% ../nbs/04_regularization.ipynb #8a63dd1e
 def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0, l2_bias: float | None = None,
                         freq_alpha: float = 0.0, weights: np.ndarray | None = None, biased: bool = True,
                         iters: int = 15, init_std: float = 0.1, val: Any | None = None, seed: int = 0,
@@ -502,65 +598,40 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     its U, V and biases replace the random start). backend: 'numba' (the compiled block solver) or 'numpy' (the plain
     reference). The sweeps run with one BLAS thread (`threadpoolctl`; numba's threads are the parallelism), restored
     on return."""
+    from tqdm.auto import tqdm
     _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std, tol=tol)
     if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     u, i, r, N, M = _arrays(train)
     wt = _weights(weights, len(r))
     w = np.ones(len(r)) if wt is None else wt
-    lb = float(l2 if l2_bias is None else l2_bias)
     mean = float(np.average(r, weights=w))
-    mu = mean if biased else 0.0
-    uc, ic = _seen(u, i, wt, N, M)
-    W = float(w.sum())
-    su, si = frequency_scale(u, N, freq_alpha).astype(np.float64), frequency_scale(i, M, freq_alpha).astype(np.float64)
-    U, V = (x.astype(np.float64) for x in _init(N, M, k, seed, init_std))
-    bu, bi = (np.zeros(N), np.zeros(M)) if biased else (None, None)
-    if init is not None:
-        if not isinstance(init, RegMF): raise TypeError(f"init must be a fitted RegMF, got {type(init).__name__}")
-        if init.U.shape != (N, k) or init.V.shape != (M, k):
-            raise ValueError(f"init has factors {init.U.shape}, {init.V.shape}; this fit needs {(N, k)}, {(M, k)}")
-        U, V = init.U.astype(np.float64), init.V.astype(np.float64)
-        if biased and init.bu is not None: bu, bi = init.bu.astype(np.float64), init.bi.astype(np.float64)
-    ou, pu = _groups(u, N); oi, pi = _groups(i, M)
-    rr = r.astype(np.float64)
-    if val is not None: vu, vi, vr, *_ = _arrays(val, 'val')
-    cfg = dict(method='als', k=k, l2=l2, gram=gram, l2_bias=lb, freq_alpha=freq_alpha, biased=biased, loss='mse',
-               iters=iters, init_std=init_std, seed=seed, weighted=weights is not None,
-               warm_start=init is not None)
+    (ou, pu), (oi, pi), uc, ic = _groups(u, N), _groups(i, M), *_seen(u, i, wt, N, M)
+    P = dict(u=u, i=i, rr=r.astype(np.float64), w=w, W=float(w.sum()), N=N, M=M, biased=biased, mu=mean if biased else 0.0,
+             l2=l2, lb=float(l2 if l2_bias is None else l2_bias), gram=gram, ou=ou, pu=pu, oi=oi, pi=pi,
+             su=frequency_scale(u, N, freq_alpha).astype(np.float64), si=frequency_scale(i, M, freq_alpha).astype(np.float64))
+    U, V, bu, bi = _als_start(init, N, M, k, seed, init_std, biased)
+    vt = None if val is None else _arrays(val, 'val')
+    cfg = dict(method='als', k=k, l2=l2, gram=gram, l2_bias=P['lb'], freq_alpha=freq_alpha, biased=biased, loss='mse',
+               iters=iters, init_std=init_std, seed=seed, weighted=weights is not None, warm_start=init is not None)
     f32 = lambda a: None if a is None else a.astype(np.float32)
-    snap = lambda U, V, bu, bi, h=None: RegMF(f32(U), f32(V), mu, f32(bu), f32(bi), dict(cfg),
+    snap = lambda U, V, bu, bi, h=None: RegMF(f32(U), f32(V), P['mu'], f32(bu), f32(bi), dict(cfg),
                                               pd.DataFrame() if h is None else h, uc, ic, mean)
-    rows, t0, prev, reason = [], time.perf_counter(), None, 'max_iter'
-    best = {'J': math.inf, 'step': None, 'P': None}
-    from tqdm.auto import tqdm
+    rows, t0, prev, reason, best = [], time.perf_counter(), None, 'max_iter', {'J': math.inf, 'step': None, 'P': None}
     bar = tqdm(range(1, iters + 1), desc=f'ALS k={k}', disable=not progress, leave=False)
-    if backend == 'numba': _block_kernel()
     with np.errstate(over='ignore', invalid='ignore'), one_blas_thread():
         for it in bar:                                   # (a blow-up is reported as a divergence, not as warnings)
-            yu = rr - mu - (bi[i] if biased else 0.0)
-            bu_new, U = _solve_block(ou, pu, i, yu, w, V, W * l2 * su / N, W * lb * su / N,
-                                     W * gram / (N * M) * (V.T @ V), biased, backend=backend)
-            if biased: bu = bu_new
-            yi = rr - mu - (bu[u] if biased else 0.0)
-            bi_new, V = _solve_block(oi, pi, u, yi, w, U, W * l2 * si / M, W * lb * si / M,
-                                     W * gram / (N * M) * (U.T @ U), biased, backend=backend)
-            if biased: bi = bi_new
+            U, V, bu, bi = _als_sweep(P, U, V, bu, bi, backend)
             model = snap(U, V, bu, bi)
             pred = model.score(u, i)
-            err = rr - pred
-            terms = {'omse': float(np.sum(w * err ** 2) / W), 'l2_loss': float((su @ (U * U).sum(1)) / N + (si @ (V * V).sum(1)) / M),
-                     'gr_loss': float(np.sum((U.T @ U) * (V.T @ V)) / (N * M)),
-                     'bias_loss': float((su @ bu ** 2) / N + (si @ bi ** 2) / M) if biased else 0.0}
-            terms['total_loss'] = terms['omse'] + l2 * terms['l2_loss'] + gram * terms['gr_loss'] + lb * terms['bias_loss']
+            terms = _als_terms(P, U, V, bu, bi, pred)
             why = divergence_reason(terms['total_loss'], best['J'], it)
             if why: reason = why; break
             if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=it, P=(U, V, bu, bi))
             terms['train_rmse'] = rmse(pred, r)
-            if val is not None: terms['val_rmse'] = score(model.predict(vu, vi), vr)['rmse']
-            row = {'step': it, **terms, 'seconds': time.perf_counter() - t0}
-            rows.append(row)
-            if progress: bar.set_postfix({kk: round(v, 4) for kk, v in row.items() if kk in ('total_loss', 'val_rmse')})
-            if callback is not None and callback(it, row): reason = 'callback'; break
+            if vt is not None: terms['val_rmse'] = score(model.predict(vt[0], vt[1]), vt[2])['rmse']
+            rows.append({'step': it, **terms, 'seconds': time.perf_counter() - t0})
+            if progress: bar.set_postfix({x: round(v, 4) for x, v in rows[-1].items() if x in ('total_loss', 'val_rmse')})
+            if callback is not None and callback(it, rows[-1]): reason = 'callback'; break
             if prev is not None and tol > 0 and abs(prev - terms['total_loss']) <= tol * abs(prev): reason = 'converged'; break
             prev = terms['total_loss']
     if reason.startswith('diverged'):
