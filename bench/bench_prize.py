@@ -33,8 +33,8 @@ def main(argv=None):
                          n_epochs=a.epochs, n_sweeps=a.sweeps)
         f.update(total_wall_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0, load_avg=os.getloadavg())
         tables.append(df); facts.append(f)
-        print(f"== {n:,} ratings: read {f['read_mb_per_s']:.0f} MB/s cold, Parquet {f['load_parquet_s']:.2f} s; "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"== {n:,} ratings: read {f['read_mb_per_s']:.0f} MB/s cold ({f['read_mb_per_cpu_s']:.0f} MB per CPU s), "
+              f"load {f['load_parquet_s']:.2f} s ({f['load_parquet_cpu_s']:.2f} CPU s); load average {os.getloadavg()[0]:.1f}")
         cols = ['method', 's_per_iter', 'cpu_s', 'peak_mb', 'probe_rmse', 'noise_floor']
         print(df[cols].round(4).to_string(index=False))
         if 'spark' in f: print('spark:', {k: v for k, v in f['spark'].items() if k != 'pred'})
