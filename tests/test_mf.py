@@ -327,7 +327,9 @@ def test_structure_matches_reference(seed):
     from thu_big_data_ml.mf import _as_obs, _structure, _structure_ref
     r = np.random.default_rng(seed)
     n = 2000
-    o = _as_obs((r.integers(0, 50, n), r.integers(3, 40, n), r.random(n), 60, 45))
-    s, t = _structure(o), _structure_ref(o)
-    assert set(s) == set(t)
-    for kk in t: np.testing.assert_array_equal(s[kk], t[kk], err_msg=kk)
+    u, i = r.integers(0, 50, n), r.integers(3, 40, n)
+    srt = np.lexsort((i, u))
+    for o in (_as_obs((u, i, r.random(n), 60, 45)), _as_obs((u[srt], i[srt], r.random(n), 60, 45))):   # also in CSR order
+        s, t = _structure(o), _structure_ref(o)
+        assert set(s) == set(t)
+        for kk in t: np.testing.assert_array_equal(s[kk], t[kk], err_msg=kk)

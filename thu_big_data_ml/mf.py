@@ -397,15 +397,29 @@ def _counting_order(key, n_keys, order):
         out[fill[c]] = order[j]; fill[c] += 1
     return out, indptr
 
+# %% ../nbs/03_matrix_factorization.ipynb #fad5428e
+@_jit(parallel=False)
+def _in_csr_order(user, item) -> bool:
+    "Whether the pairs are already sorted by user, then item (the course files and their subsets are)."
+    for j in range(1, len(user)):
+        if user[j] < user[j - 1] or (user[j] == user[j - 1] and item[j] < item[j - 1]): return False
+    return True
+
 # %% ../nbs/03_matrix_factorization.ipynb #e795213a
 def _structure(o: _Obs) -> dict:
     """CSR (by user, items increasing within a row) and CSC (by item) views of the observations plus the CSR->CSC
-    position map, by two stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort)."""
+    position map, by stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort); input
+    already in CSR order needs only the sort by item."""
     n = len(o)
-    by_item, indptr_i = _counting_order(o.item, o.n_items, np.arange(n))
-    ou, indptr_u = _counting_order(o.user, o.n_users, by_item)
+    if _in_csr_order(o.user, o.item):
+        ou = np.arange(n)
+        indptr_u = np.zeros(o.n_users + 1, np.int64)
+        np.cumsum(np.bincount(o.user, minlength=o.n_users), out=indptr_u[1:])
+    else:
+        by_item, _ = _counting_order(o.item, o.n_items, np.arange(n))
+        ou, indptr_u = _counting_order(o.user, o.n_users, by_item)
     item_u = o.item[ou]
-    oi, _ = _counting_order(item_u, o.n_items, np.arange(n))          # CSC order expressed in CSR positions
+    oi, indptr_i = _counting_order(item_u, o.n_items, np.arange(n))      # CSC order expressed in CSR positions
     pos = np.empty(n, np.int64); pos[oi] = np.arange(n)
     x_u, w_u = o.rating[ou], o.weight[ou]
     return dict(indptr_u=indptr_u, item_u=item_u, x_u=x_u, w_u=w_u, indptr_i=indptr_i,
