@@ -109,8 +109,9 @@ bench-obp: install
 bench-bayes: install data
 	$(BIN)/python bench/bench_bayes.py --data 1m --folds 0 1 2 3 4 --sweep-timing
 
-# chapter 12: Netflix-Prize-layout data at 1M, 10M, 30M, 100M ratings (generated into data/prize_generated/, ~15 GB
-# disk and ~10 GB memory at 100M; hours on 2 cores); BENCH_PRIZE_ARGS='--sizes 1000000 --spark' for a quick run
+# chapter 12: Netflix-Prize-layout data at 1M, 10M, 30M, 100M ratings, generated into data/prize_generated/ (estimates
+# from 1M-2M runs: ~3 GB of text + Parquet for the four sizes, peak memory under 8 GB at 100M, about an hour on two idle
+# cores, item CF most of it); BENCH_PRIZE_ARGS='--sizes 1000000 --spark' for a quick run (Spark needs pyspark + Java 17+)
 BENCH_PRIZE_ARGS ?=
 bench-prize: install
 	$(BIN)/python bench/bench_prize.py $(BENCH_PRIZE_ARGS)
