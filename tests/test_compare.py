@@ -190,3 +190,99 @@ def test_cold_split():
     assert len(cu) == 10 and len(ci) == 5
     assert not np.isin(tr.user[keep], cu).any() and not np.isin(tr.item[keep], ci).any()
     assert len(keep) == (~(np.isin(tr.user, cu) | np.isin(tr.item, ci))).sum()
+
+
+def test_factor_dot_matches_its_reference():
+    "The compiled U[u] . V[i] agrees with the plain gathered einsum (float32 and float64 factors, k = 0, no pairs)."
+    rng = np.random.default_rng(8)
+    for dt in (np.float32, np.float64):
+        U, V = rng.normal(size=(30, 7)).astype(dt), rng.normal(size=(20, 7)).astype(dt)
+        u, i = rng.integers(0, 30, 500), rng.integers(0, 20, 500)
+        np.testing.assert_allclose(C.factor_dot(U, V, u, i), C._rowdot_reference(U, V, u, i), rtol=1e-12, atol=1e-12)
+    assert C.factor_dot(U[:, :0], V[:, :0], u, i).tolist() == [0.0] * 500
+    assert C.factor_dot(U, V, u[:0], i[:0]).shape == (0,)
+
+
+def test_ridge_block_is_the_exact_minimiser():
+    "One block update minimises sum (e - x b_g)^2 + reg |b|^2 over that block, the residual following the change."
+    rng = np.random.default_rng(9)
+    g, x, e0 = rng.integers(0, 5, 200), rng.normal(size=200), rng.normal(size=200)
+    for xs, reg in ((None, 3.0), (x, 2.0), (None, np.arange(1.0, 6.0))):
+        b, e = np.zeros(5), e0.copy()
+        C._ridge_block(b, g, xs, reg, e)
+        xx = np.ones(200) if xs is None else xs
+        regs = np.broadcast_to(reg, 5)
+        want = np.array([(xx[g == j] * e0[g == j]).sum() / ((xx[g == j] ** 2).sum() + regs[j]) for j in range(5)])
+        np.testing.assert_allclose(b, want, rtol=1e-12)
+        np.testing.assert_allclose(e, e0 - xx * want[g], rtol=1e-12, atol=1e-12)
+
+
+def test_time_model_without_time_terms_is_biased_mf_with_count_penalties():
+    "reg='count' scales the b and factor penalties by counts as fit_mf(reg='count'): both reach the same loss."
+    rng = np.random.default_rng(10)
+    n_u, n_i, n = 40, 30, 700
+    u, i = rng.integers(0, n_u, n), rng.integers(0, n_i, n)
+    key = np.unique(u * n_i + i); u, i = key // n_i, key % n_i
+    tr = Interactions(u, i, rng.integers(1, 6, len(u)), None, n_u, n_i)
+    lam = 0.1
+    tm = C.fit_time_mf(tr, k=3, lam=lam, reg='count', item_bins=False, user_drift=False, n_rounds=60, als_sweeps=2,
+                       progress=False)
+    mf = fit_mf(tr, k=3, lam=lam, method='als', biased=True, reg='count', max_iter=200, tol=1e-12, progress=False)
+    cu, ci = np.bincount(u, minlength=n_u), np.bincount(i, minlength=n_i)
+    def J(p, bu, bi, U, V):
+        return ((tr.rating - p) ** 2).sum() + 2 * lam * (cu @ (bu ** 2 + (U ** 2).sum(1)) + ci @ (bi ** 2 + (V ** 2).sum(1)))
+    j_t = J(tm.predict(u, i).astype(np.float64), tm.bu, tm.bi, tm.U, tm.V)
+    j_m = J(mf.predict(u, i).astype(np.float64), mf.bu, mf.bi, mf.U, mf.V)
+    assert j_t == pytest.approx(j_m, rel=0.02)
+    with pytest.raises(ValueError, match='reg'): C.fit_time_mf(tr, k=1, reg='ridge', item_bins=False, user_drift=False)
+
+
+def test_time_ablation_and_refit(timed):
+    "The validation stage scores the base and every variant; the refit of the chosen one starts from the full base."
+    tr, va = C.validation_split(timed.train)
+    kw = dict(k=4, lam=5.0, n_bins=6, n_rounds=1, als_sweeps=1)
+    base = fit_mf(tr, k=4, lam=5.0, method='als', biased=True, max_iter=5, progress=False)
+    tab, best, models = C.time_ablation(tr, va, base, None, {'static': dict(item_bins=False, user_drift=False),
+                                                             'bins': dict(user_drift=False)}, **kw)
+    assert list(tab.index) == ['biased MF', 'static', 'bins'] and best == tab['validation RMSE'].idxmin()
+    assert tab.loc['bins', 'validation RMSE'] == pytest.approx(evaluate(models['bins'], va, day=va.day)['rmse'])
+    full = fit_mf(timed.train, k=4, lam=5.0, method='als', biased=True, max_iter=5, progress=False)
+    assert C.refit_chosen(timed.train, full, 'biased MF') is full
+    m = C.refit_chosen(timed.train, full, 'bins', None, {'bins': dict(user_drift=False)}, **kw)
+    assert m.config['item_bins'] and not m.config['user_drift'] and len(m.bu) == timed.train.n_users
+
+
+def test_biased_mf_inner_is_choose_biased_mfs_validation_fit():
+    "Read back along the same warm-start path, the inner fit has exactly the validation RMSE choose_biased_mf reports."
+    from thu_big_data_ml.mf import choose_biased_mf
+    rng = np.random.default_rng(11)
+    n_u, n_i, n = 60, 40, 1500
+    u, i = rng.integers(0, n_u, n), rng.integers(0, n_i, n)
+    key = np.unique(u * n_i + i); u, i = key // n_i, key % n_i
+    tr = Interactions(u, i, rng.integers(1, 6, len(u)), None, n_u, n_i)
+    cands = ((10.0, 'uniform'), (1.0, 'uniform'), (0.1, 'count'), (0.05, 'count'))
+    _, tab = choose_biased_mf(tr, k=3, candidates=cands, max_iter=30, tol=1e-5)
+    _, va = C.validation_split(tr)
+    for _, row in tab.iterrows():
+        m = C.biased_mf_inner(tr, 3, row['lam'], row['reg'], candidates=cands, max_iter=30, tol=1e-5)
+        assert evaluate(m, va)['rmse'] == pytest.approx(row['val RMSE'], abs=1e-9)
+    with pytest.raises(ValueError, match='candidates'): C.biased_mf_inner(tr, 3, 7.0, 'uniform', candidates=cands)
+
+
+def test_choose_lam_and_head_to_head():
+    rng = np.random.default_rng(12)
+    tr = Interactions(rng.integers(0, 30, 600), rng.integers(0, 20, 600), rng.integers(1, 6, 600), None, 30, 20)
+    lam, scores = C.choose_lam(tr, True, 2, (1.0, 10.0), 3)
+    assert lam == min(scores, key=scores.get) and set(scores) == {1.0, 10.0}
+    tab, preds, models = C.head_to_head({'mf': lambda t: fit_mf(t, k=2, lam=lam, method='als', max_iter=2,
+                                                                progress=False)}, tr, tr, keep=True)
+    assert list(tab.index) == ['mf'] and preds['mf'].shape == (len(tr),) and 'mf' in models
+    assert tab.loc['mf', 'rmse'] == pytest.approx(evaluate(models['mf'], tr)['rmse'])
+
+
+def test_spark_fingerprint_names_the_plan():
+    rng = np.random.default_rng(13)
+    tr = Interactions(rng.integers(0, 5, 20), rng.integers(0, 4, 20), rng.integers(1, 6, 20), None, 5, 4)
+    a = C.spark_fingerprint(tr, tr, 20, 5.0, (0.05, 0.1), 10)
+    assert a == C.spark_fingerprint(tr, tr, 20, 5, [0.05, 0.1], 10)
+    assert a != C.spark_fingerprint(tr, tr, 20, 2.0, (0.05, 0.1), 10)
