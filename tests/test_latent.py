@@ -319,3 +319,32 @@ def test_reduce_2d_and_quality():
     assert kruskal_stress(d, x[:, :2] * 0) == pytest.approx(1.0)                       # no information -> stress 1
     with pytest.raises(ValueError, match='non-negative'):
         reduce_2d(x, 'nmf')
+
+
+def _ranking_reference(score_fn, train, test, ks):
+    "Plain per-user loops: recall@K and NDCG@K (binary gains), train items excluded, the positives of `test`."
+    tr, te = sp.csr_matrix(train), sp.csr_matrix(test)
+    out = {f'{m}@{k}': [] for k in ks for m in ('recall', 'ndcg')}
+    for u in range(tr.shape[0]):
+        pos = set(te.indices[te.indptr[u]:te.indptr[u + 1]])
+        if not pos: continue
+        s = np.array(score_fn(np.array([u]))[0], float); s[tr.indices[tr.indptr[u]:tr.indptr[u + 1]]] = -np.inf
+        order = sorted(range(len(s)), key=lambda j: (-s[j], j))
+        for k in ks:
+            hits = [order[r] in pos for r in range(k)]
+            out[f'recall@{k}'].append(sum(hits) / min(k, len(pos)))
+            dcg = sum(1 / np.log2(r + 2) for r, h in enumerate(hits) if h)
+            out[f'ndcg@{k}'].append(dcg / sum(1 / np.log2(r + 2) for r in range(min(k, len(pos)))))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_ranking_metrics_vectorised_equals_per_user_loops(seed):
+    rng = np.random.default_rng(seed)
+    tr = sp.random(40, 60, 0.15, format='csr', random_state=seed)
+    te = sp.random(40, 60, 0.08, format='csr', random_state=seed + 7)
+    te = (te - te.multiply(tr > 0)).tocsr(); te.eliminate_zeros()
+    S = rng.normal(size=(40, 60))                                     # continuous scores: no ties
+    got = ranking_metrics(lambda u: S[u], tr, te, ks=(3, 10), batch=7)
+    ref = _ranking_reference(lambda u: S[u], tr, te, ks=(3, 10))
+    for key, v in ref.items(): assert np.isclose(got[key], v, rtol=1e-12), key

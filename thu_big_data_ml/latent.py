@@ -88,13 +88,13 @@ def ranking_metrics(score_fn: Callable, train, test, ks=(10, 20), batch: int = 1
     for b in range(0, len(users), batch):
         ub = users[b:b + batch]
         top = topk_items(score_fn(ub), kmax, tr[ub])
-        tb = te[ub]
-        hit = np.array([np.isin(top[r], tb.indices[tb.indptr[r]:tb.indptr[r + 1]]) for r in range(len(ub))])
+        tb = te[ub]; tb.data = np.ones_like(tb.data)             # stored entries are the positives
+        hit = np.asarray(tb[np.arange(len(ub))[:, None], top].todense()) > 0   # all users' hits in one lookup
         npos = np.diff(tb.indptr)
         for k in ks:
             h = hit[:, :k]
             rec[k].append(h.sum(1) / np.minimum(k, npos))
-            idcg = np.array([disc[:min(k, n)].sum() for n in npos])
+            idcg = np.array([disc[:m].sum() for m in range(k + 1)])[np.minimum(k, npos)]   # by count, not by user
             ndcg[k].append((h * disc[:k]).sum(1) / idcg)
             shown[k].append(top[:, :k].ravel())
     out = {}
@@ -304,8 +304,10 @@ def nearest(dist_or_sim: np.ndarray, item: int, n: int = 5, largest: bool = Fals
 
 # %% ../nbs/07_latent_spaces.ipynb #5d033ff7
 def _as_operator(a) -> LinearOperator:
+    "A square symmetric matrix as a float64 `LinearOperator`; a matrix is converted once, not in every product."
     if isinstance(a, LinearOperator): op = a
-    elif sp.issparse(a) or isinstance(a, np.ndarray): op = aslinearoperator(a)
+    elif sp.issparse(a): a = sp.csr_matrix(a, dtype=np.float64); op = aslinearoperator(a)
+    elif isinstance(a, np.ndarray): a = np.asarray(a, np.float64); op = aslinearoperator(a)
     else: raise TypeError(f'expected a scipy sparse matrix, ndarray or LinearOperator, got {type(a).__name__}')
     if op.shape[0] != op.shape[1]: raise ValueError(f'power iteration needs a square matrix, got {op.shape}')
     if sp.issparse(a) or isinstance(a, np.ndarray):
