@@ -280,17 +280,18 @@ def _pair_sums_topk(S, ptr, idx, val, rows, cols, k, positive_only, num, den, cn
     "The k most similar neighbours (largest |s|, ties to the lower index) among those who rated the column."
     for p in numba.prange(rows.shape[0]):
         a = rows[p]; c = cols[p]; Sa = S[a]
-        hm = np.empty(k); ht = np.empty(k, np.int64); q = 0
+        kk = min(k, ptr[c + 1] - ptr[c])                  # never a larger heap than there are raters
+        hm = np.empty(kk); ht = np.empty(kk, np.int64); q = 0
         for t in range(ptr[c], ptr[c + 1]):
             b = idx[t]; s = np.float64(Sa[b])
             if b == a or s == 0.0 or (positive_only and s < 0.0): continue
             m = abs(s)
-            if q < k:                                     # heap not full: sift up
+            if q < kk:                                    # heap not full: sift up
                 j = q; q += 1
                 while j > 0 and _worse(m, t, hm[(j - 1) >> 1], ht[(j - 1) >> 1]):
                     hm[j] = hm[(j - 1) >> 1]; ht[j] = ht[(j - 1) >> 1]; j = (j - 1) >> 1
                 hm[j] = m; ht[j] = t
-            elif m > hm[0]: _sift_down(hm, ht, k, m, t)   # beats the worst kept one
+            elif m > hm[0]: _sift_down(hm, ht, kk, m, t)  # beats the worst kept one
         nsum = 0.0; dsum = 0.0
         for j in range(q):
             t = ht[j]; nsum += np.float64(Sa[idx[t]]) * val[t]; dsum += hm[j]
