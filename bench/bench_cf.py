@@ -177,7 +177,8 @@ def main(scale: str = 'full', baseline_users: int = 0, out: str | None = None) -
                                                                                       if r['approach'].startswith('ours')),
                    rmse_diff=abs(base['rmse'] - ours_rmse), max_pred_diff=max_diff)
     summary['targets'] = {'under 10 s': summary['ours_s'] < 10, 'at least 6x faster': summary['speedup'] >= 6,
-                          'at most 1/4 peak memory': summary['memory_ratio'] >= 4, 'RMSE equal to 1e-6': summary['rmse_diff'] < 1e-6}
+                          ('at most 1/4 peak memory (on a lower-bound estimate of the coursework\'s peak)' if reduced
+                           else 'at most 1/4 peak memory'): summary['memory_ratio'] >= 4, 'RMSE equal to 1e-6': summary['rmse_diff'] < 1e-6}
     shared = 'a shared machine (other jobs were running)' if max(load0, load1) > 1.5 else 'an otherwise idle machine'
     result = dict(scale=scale, fingerprint=fingerprint, n_users=data.n_users, n_items=data.n_items,
                   n_train=len(tr), n_test=len(te), rows=rows, summary=summary,
