@@ -192,3 +192,36 @@ def test_regularizer_ablation_paths_and_reuse():
     assert [r['Gramian'] for r in rows] == [0.0, 1.0, 3.0] and rows[0]['L2'] == best
     small, _ = regularizer_ablation(tr, va, 3, [0.1], [1.0], iters=3, paths=('L2', 'none'))
     assert list(small.regularizer) == ['L2', 'none']
+
+
+@pytest.mark.parametrize('loss', ['mse', 'logistic'])
+def test_dense_predictions_equal_gathered(loss):
+    "The dense data term (U V^T read at the pairs) is a fast path of the gathered one: same loss, gradients and fit."
+    d = toy(n=900)
+    if loss == 'logistic': d = Interactions(d.user, d.item, (d.rating >= 4).astype(np.float32), None, 40, 30)
+    rng = np.random.default_rng(3)
+    p = {'users': jnp.asarray(rng.normal(size=(40, 3)), jnp.float32),
+         'items': jnp.asarray(rng.normal(size=(30, 3)), jnp.float32),
+         'user_bias': jnp.asarray(rng.normal(size=40), jnp.float32), 'item_bias': jnp.asarray(rng.normal(size=30), jnp.float32)}
+    batch = {'user': d.user, 'item': d.item, 'rating': d.rating, 'weights': wals_weights(d.user, d.item, 40, 30), 'mu': 0.5}
+    f = lambda dense: jax.value_and_grad(lambda q: regularized_loss(q, batch, {'l2': 0.2, 'gram': 0.3, 'loss': loss,
+                                                                                'dense': dense})[0])(p)
+    (a, ga), (b, gb) = f(False), f(True)
+    assert float(a) == pytest.approx(float(b), rel=1e-5)
+    for x in ga: assert np.allclose(ga[x], gb[x], rtol=1e-4, atol=1e-6)
+    kw = dict(k=3, l2=0.2, gram=0.3, loss=loss, lr=0.05, steps=60, eval_every=20, progress=False)
+    m0, m1 = fit_regularized(d, dense=False, **kw), fit_regularized(d, dense=True, **kw)
+    assert not m0.config['dense'] and m1.config['dense']
+    assert np.allclose(m0.history.total_loss, m1.history.total_loss, rtol=1e-4)
+    assert np.abs(m0.U - m1.U).max() < 1e-3
+    with pytest.raises(ValueError): fit_regularized(d, k=2, dense='yes', progress=False)
+
+
+def test_scan_chunks_match_one_step_at_a_time():
+    "Chunked steps (eval_every > 1) follow the same trajectory as evaluating after every step, minibatches included."
+    d = toy(n=700)
+    for bs in (None, 64):
+        a = fit_regularized(d, k=3, steps=30, eval_every=1, batch_size=bs, progress=False)
+        b = fit_regularized(d, k=3, steps=30, eval_every=7, batch_size=bs, progress=False)
+        assert np.abs(a.U - b.U).max() < 1e-5
+        assert np.allclose(a.history.set_index('step').loc[b.history.step, 'total_loss'], b.history.total_loss, rtol=1e-5)

@@ -42,7 +42,7 @@ def _rows_reference(indptr, col, perm, e, A, bA, B, alpha, lam_b, mu_b, lam_f, m
 
 # %% ../nbs/10_bayesian_mf.ipynb #c06a96b4
 def _implicit_reference(ip_u, col_u, perm_u, ip_i, row_i, e, H, Y, P, zu, alpha, lam_y, mu_y, zr) -> None:
-    "Plain NumPy implicit phase: draw every y[j, f] (dimension by dimension), keep P = implicit user offsets and e in sync."
+    "Plain NumPy implicit phase: draw every y[j, f] (dimension by dimension), keep P (implicit offsets) and e in sync."
     nu, (ni, k) = len(ip_u) - 1, Y.shape
     for f in range(k):
         g = np.array([H[col_u[ip_u[u]:ip_u[u + 1]], f] @ e[perm_u[ip_u[u]:ip_u[u + 1]]] for u in range(nu)])
@@ -189,15 +189,16 @@ def normal_gamma_draw(rng: np.random.Generator, X: np.ndarray, a0: float = 1.0, 
 # %% ../nbs/10_bayesian_mf.ipynb #8c3b8dcb
 def _fallback_fix(p: np.ndarray, mu: float, bu: np.ndarray, bi: np.ndarray, u: np.ndarray, i: np.ndarray,
                   su: np.ndarray, si: np.ndarray) -> np.ndarray:
-    "Overwrite the pairs with an unseen user (`su`) or item (`si`): global mean + the seen side's bias (bu, bi: one sample)."
+    "Overwrite the pairs with an unseen user (`su`) or item (`si`): global mean + the seen side's bias (bu, bi)."
     m = su | si
     if m.any(): p[m] = mu + np.where(su[m], 0.0, bu[u[m]]) + np.where(si[m], 0.0, bi[i[m]])
     return p
 
 @dataclass
 class BayesMFModel:
-    """Posterior samples (thinned) of a Bayesian MF. `predict` gives unclipped posterior means; pairs with an unseen user or
-    item get the fallback mu + the seen side's posterior-mean bias (mu if both are unseen), counted in `info_`."""
+    """Posterior samples (thinned) of a Bayesian MF. `predict` gives unclipped posterior means; pairs with an unseen
+    user or item get the fallback mu + the seen side's posterior-mean bias (mu if both are unseen), counted in
+    `info_`."""
     mu: float
     W: np.ndarray          # samples x users x k: user factors including the implicit offset
     V: np.ndarray          # samples x items x k
@@ -205,7 +206,7 @@ class BayesMFModel:
     bi: np.ndarray         # samples x items
     history: pd.DataFrame = field(repr=False)
     config: dict = field(default_factory=dict)
-    val_prediction: np.ndarray | None = field(default=None, repr=False)  # unclipped posterior mean at `val`, all samples
+    val_prediction: np.ndarray | None = field(default=None, repr=False)  # unclipped posterior mean at `val`
     user_count: np.ndarray | None = field(default=None, repr=False)      # training ratings per user (0 = unseen)
     item_count: np.ndarray | None = field(default=None, repr=False)
     info_: dict = field(default_factory=dict, repr=False, compare=False)
@@ -218,7 +219,7 @@ class BayesMFModel:
     def n_items(self) -> int: return self.V.shape[1]
 
     def predict(self, user: Any, item: Any) -> np.ndarray:
-        "Unclipped posterior-mean predictions at (user, item) pairs (float64, one per pair); unseen sides use the fallback."
+        "Unclipped posterior-mean predictions at (user, item) pairs (float64, one per pair); unseen: the fallback."
         u, i = check_pairs(user, item, self.n_users, self.n_items)
         uc = self.user_count if self.user_count is not None else np.ones(self.n_users, np.int64)
         ic = self.item_count if self.item_count is not None else np.ones(self.n_items, np.int64)
@@ -227,8 +228,10 @@ class BayesMFModel:
         p = np.zeros(len(u))
         for s in range(self.n_kept): p += pr(self.W[s], self.V[s], self.mu, self.bu[s], self.bi[s], u, i)
         p /= max(self.n_kept, 1)
-        p = _fallback_fix(p, self.mu, self.bu.mean(0, dtype=np.float64), self.bi.mean(0, dtype=np.float64), u, i, su, si)
-        if not np.isfinite(p).all(): raise FloatingPointError(f'{int((~np.isfinite(p)).sum())} predictions are NaN/inf: '
+        bu, bi = self.bu.mean(0, dtype=np.float64), self.bi.mean(0, dtype=np.float64)
+        p = _fallback_fix(p, self.mu, bu, bi, u, i, su, si)
+        if not np.isfinite(p).all():
+            raise FloatingPointError(f'{int((~np.isfinite(p)).sum())} predictions are NaN/inf: '
                                                               'the stored posterior samples are not finite')
         return p
 
@@ -237,8 +240,9 @@ def _check_state(s: int, sse: float, alpha: float, hyp: dict) -> None:
     "Raise `FloatingPointError` if the Gibbs state after sweep `s` is not finite (divergence), never continue with NaN."
     bad = [n for n, (lam, m) in hyp.items() if not (np.isfinite(lam).all() and np.isfinite(m).all())]
     if not math.isfinite(sse) or not (math.isfinite(alpha) and alpha > 0) or bad:
-        raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: residual sum of squares {sse!r}, noise precision '
-                                 f'{alpha!r}, non-finite prior parameters {bad}. Check the ratings\' scale (centre/scale '
+        raise FloatingPointError(f'Gibbs sampler diverged at sweep {s}: residual sum of squares {sse!r}, noise '
+                                 f'precision {alpha!r}, non-finite prior parameters {bad}. Check the ratings\' scale '
+                                 '(centre/scale '
                                  'huge values) or lower init_std.')
 
 # %% ../nbs/10_bayesian_mf.ipynb #c6622026
@@ -258,7 +262,7 @@ def _check_fit_args(k, n_samples, burn_in, keep, backend) -> None:
 
 # %% ../nbs/10_bayesian_mf.ipynb #88e2a27b
 def _start_from(init: Any, k: int, mu: float, nu: int, ni: int, rng: np.random.Generator, init_std: float):
-    "(U, V, bu, bi) of a point estimate `init` (attributes U, V and optionally mu, bu, bi), as a rank-k start around `mu`."
+    "(U, V, bu, bi) of a point estimate `init` (attributes U, V, optionally mu, bu, bi): a rank-k start around `mu`."
     U0, V0 = (np.asarray(getattr(init, x), np.float64) for x in ('U', 'V'))
     if U0.ndim != 2 or V0.ndim != 2 or U0.shape[0] != nu or V0.shape[0] != ni or U0.shape[1] != V0.shape[1]:
         raise ValueError(f'init factors must be {nu} x r and {ni} x r, got {U0.shape} and {V0.shape}')
@@ -277,7 +281,8 @@ def _start_from(init: Any, k: int, mu: float, nu: int, ni: int, rng: np.random.G
         root = np.sqrt(sv[:k])
         U, V = Qu @ (X[:, :k] * root), Qv @ (Yt[:k].T * root)
     else:
-        U = np.hstack([U0, rng.normal(0, init_std, (nu, k - r))]); V = np.hstack([V0, rng.normal(0, init_std, (ni, k - r))])
+        U = np.hstack([U0, rng.normal(0, init_std, (nu, k - r))])
+        V = np.hstack([V0, rng.normal(0, init_std, (ni, k - r))])
     return U, V, bu, bi
 
 def _map_fit(d: Interactions, k: int, lam: float, max_iter: int):
@@ -285,8 +290,8 @@ def _map_fit(d: Interactions, k: int, lam: float, max_iter: int):
     return fit_mf(d, k=k, lam=lam, method='als', biased=True, reg='count', max_iter=max_iter, tol=1e-6, progress=False)
 
 def _residuals(r, mu, U, V, bu, bi, u, i, dtype) -> np.ndarray:
-    return (r.astype(np.float64) - mu - _predict_reference(U.astype(np.float64), V.astype(np.float64), 0.0, bu.astype(np.float64),
-                                        bi.astype(np.float64), u, i)).astype(dtype)
+    f64 = lambda x: x.astype(np.float64)
+    return (r.astype(np.float64) - mu - _predict_reference(f64(U), f64(V), 0.0, f64(bu), f64(bi), u, i)).astype(dtype)
 
 # %% ../nbs/10_bayesian_mf.ipynb #d5308f49
 def _layout(t: Interactions, dt: np.dtype) -> dict:
@@ -300,7 +305,7 @@ def _layout(t: Interactions, dt: np.dtype) -> dict:
 
 # %% ../nbs/10_bayesian_mf.ipynb #079351e3
 def _chain_start(t: Interactions, k: int, init: Any, rng: np.random.Generator, init_std: float, dt: np.dtype) -> dict:
-    "The state before sweep 0: mu, factors U, V, Y, offsets P, biases, residuals e, prior parameters hyp, precision alpha."
+    "The state before sweep 0: mu, factors U, V, Y, offsets P, biases, residuals e, priors hyp, noise precision alpha."
     u, i, r, nu, ni = t.user, t.item, t.rating, t.n_users, t.n_items
     mu = float(r.mean())
     hyp = dict(U=(np.ones(k), np.zeros(k)), V=(np.ones(k), np.zeros(k)), Y=(np.full(k, 10.0), np.zeros(k)),
@@ -316,11 +321,12 @@ def _chain_start(t: Interactions, k: int, init: Any, rng: np.random.Generator, i
         hyp.update(U=normal_gamma_draw(rng, U), V=normal_gamma_draw(rng, V), bu=normal_gamma_draw(rng, bu),
                    bi=normal_gamma_draw(rng, bi))
         alpha = float(rng.gamma(1 + len(r) / 2, 1 / (1 + float(np.dot(e, e)) / 2)))
-    return dict(mu=mu, U=U, V=V, bu=bu, bi=bi, e=e, hyp=hyp, alpha=alpha, Y=np.zeros((ni, k), dt), P=np.zeros((nu, k), dt))
+    return dict(mu=mu, U=U, V=V, bu=bu, bi=bi, e=e, hyp=hyp, alpha=alpha, Y=np.zeros((ni, k), dt),
+                P=np.zeros((nu, k), dt))
 
 # %% ../nbs/10_bayesian_mf.ipynb #e54477b9
 def _gibbs_sweep(K: dict, L: dict, S: dict, s: int, t: Interactions, rng: np.random.Generator, implicit: bool) -> float:
-    "Sweep `s` of the chain state `S` (in place): users, items, implicit term, prior parameters, noise. Returns the SSE."
+    "Sweep `s` of the chain state `S` (in place): users, items, implicit term, priors, noise. Returns the SSE."
     (nu, k), ni, dt, hyp = S['U'].shape, t.n_items, S['e'].dtype, S['hyp']
     (lu, mu_u), (lv, mu_v), (ly, mu_y) = hyp['U'], hyp['V'], hyp['Y']
     K['rows'](L['ip_u'], L['col_u'], L['ou'], S['e'], S['U'], S['bu'], S['V'], S['alpha'], hyp['bu'][0][0],
@@ -361,9 +367,10 @@ def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 5
     S = _chain_start(t, k, init, rng, init_std, np.dtype(dtype))
     thin, kept = max(1, math.ceil((n_samples - burn_in) / keep)), dict(W=[], V=[], bu=[], bi=[])
     acc = np.zeros(len(v)) if v is not None else None
-    if v is not None: vsu, vsi, _ = unseen_info(v.user, v.item, L['user_count'], L['item_count'])   # once, not per sweep
+    if v is not None: vsu, vsi, _ = unseen_info(v.user, v.item, L['user_count'], L['item_count'])   # once
     n_acc, rows_, spent, cpu = 0, [], 0.0, 0.0
-    bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress, leave=False)
+    bar = tqdm(range(n_samples), desc=f'Bayesian MF k={k}{" +implicit" if implicit else ""}', disable=not progress,
+               leave=False)
     for s in bar:
         t0, c0 = time.perf_counter(), time.process_time()
         sse = _gibbs_sweep(K, L, S, s, t, rng, implicit)
@@ -375,7 +382,8 @@ def fit_bayes_mf(train: Any, k: int = 32, n_samples: int = 300, burn_in: int = 5
         spent += time.perf_counter() - t0; cpu += time.process_time() - c0
         vr = np.nan
         if acc is not None and s >= burn_in:
-            acc += _fallback_fix(K['predict'](W, V, S['mu'], bu, bi, v.user, v.item), S['mu'], bu, bi, v.user, v.item, vsu, vsi)
+            p = K['predict'](W, V, S['mu'], bu, bi, v.user, v.item)
+            acc += _fallback_fix(p, S['mu'], bu, bi, v.user, v.item, vsu, vsi)
             n_acc += 1
             vr = score(acc / n_acc, v.rating, clip)['rmse']
             bar.set_postfix(val=f'{vr:.4f}')
@@ -398,25 +406,41 @@ def _fold_rmse(m: BayesMFModel, d: Interactions, clip, where: str) -> float:
     if not math.isfinite(out): raise ValueError(f'{where}: RMSE is {out}')
     return out
 
+# %% ../nbs/10_bayesian_mf.ipynb #46d4bff9
+def _map_fold(itr: Interactions, iva: Interactions, tr: Interactions, te: Interactions, map_start: dict, clip) -> tuple:
+    "(inner start, refit start, row) of one fold's MAP biased ALS: `lam` chosen on `iva`, refitted, `te` scored once."
+    t0 = time.perf_counter()
+    mk, lams, mit = map_start.get('k', 50), list(map_start['lams']), map_start.get('max_iter', 15)
+    fits = [_map_fit(itr, mk, lam, mit) for lam in lams]
+    best = int(np.argmin([evaluate(f, iva, clip)['rmse'] for f in fits]))
+    start_tr = _map_fit(tr, mk, lams[best], mit)
+    return fits[best], start_tr, {'MAP lam': lams[best], 'MAP test_rmse': evaluate(start_tr, te, clip)['rmse'],
+                                  'map_seconds': time.perf_counter() - t0}
+
+# %% ../nbs/10_bayesian_mf.ipynb #f7acf47d
 def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
-                    folds: list[int] | None = None, progress: bool = True, clip: tuple[float, float] | None = RATING_RANGE,
+                    folds: list[int] | None = None, progress: bool = True,
+                    clip: tuple[float, float] | None = RATING_RANGE,
                     map_start: dict | None = None, refit_kw: dict | None = None, **fit_kw) -> pd.DataFrame:
     """Nested CV of `fit_bayes_mf`: per outer fold (the shared `kfold_splits(n, n_folds, seed)`), choose the setting of
     `grid` (dicts of fit arguments) with the lowest RMSE on an inner `inner_frac` split of the outer training part,
-    refit it on the whole outer training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`) of
-    the posterior mean over all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf score
-    is an error naming the fold. One row per fold, with seconds. Cache it with `core.cached(nested_cv_bayes, ignore=['progress'])`.
+    refit it on the whole outer training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`)
+    of the posterior mean over all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf
+    score is an error naming the fold. One row per fold, with seconds. Cache it with
+    `core.cached(nested_cv_bayes, ignore=['progress'])`.
 
-    `map_start` (e.g. `dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)`): per fold, also run the MAP counterpart, biased
-    ALS with its `lam` chosen on the same inner split (`metrics.evaluate`), refitted and scored once (columns `MAP lam`,
-    `MAP test_rmse`), and start every inner chain from the chosen inner MAP fit, the refit chain from the MAP refit.
+    `map_start` (e.g. `dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)`): per fold, also run the MAP counterpart,
+    biased ALS with its `lam` chosen on the same inner split (`metrics.evaluate`), refitted and scored once (columns
+    `MAP lam`, `MAP test_rmse`), and start every inner chain from the chosen inner MAP fit, the refit chain from the
+    MAP refit.
     `refit_kw`: fit arguments that replace `fit_kw` for the refit only (e.g. a longer chain than the inner search's)."""
-    if not grid or not all(isinstance(g, dict) for g in grid): raise ValueError('grid must hold at least one setting (a dict)')
+    if not grid or not all(isinstance(g, dict) for g in grid):
+        raise ValueError('grid must hold at least one setting (a dict)')
     if not 0 < inner_frac < 1: raise ValueError(f'inner_frac must be in (0, 1), got {inner_frac!r}')
     if map_start is not None:
         extra = set(map_start) - {'k', 'lams', 'max_iter'}
-        if extra or not map_start.get('lams'): raise ValueError(f"map_start needs 'lams' (and optional 'k', 'max_iter'), "
-                                                                f"got {sorted(map_start)}")
+        if extra or not map_start.get('lams'):
+            raise ValueError(f"map_start needs 'lams' (and optional 'k', 'max_iter'), got {sorted(map_start)}")
     refit_kw = dict(refit_kw or {})
     clash = {'seed', 'val', 'progress', 'init'} & (set(fit_kw) | set(refit_kw))
     if clash: raise TypeError(f'nested_cv_bayes sets {sorted(clash)} itself')
@@ -430,30 +454,24 @@ def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inne
         tr, te = data.subset(tr_idx), data.subset(te_idx)
         a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
         itr, iva = tr.subset(a), tr.subset(b)
-        start_in = start_tr = None; map_row = {}
-        if map_start is not None:
-            t0 = time.perf_counter()
-            mk, lams, mit = map_start.get('k', 50), list(map_start['lams']), map_start.get('max_iter', 15)
-            fits = [_map_fit(itr, mk, lam, mit) for lam in lams]
-            score_in = [evaluate(f, iva, clip)['rmse'] for f in fits]
-            lam = lams[int(np.argmin(score_in))]
-            start_in, start_tr = fits[int(np.argmin(score_in))], _map_fit(tr, mk, lam, mit)
-            map_row = {'MAP lam': lam, 'MAP test_rmse': evaluate(start_tr, te, clip)['rmse'],
-                       'map_seconds': time.perf_counter() - t0}
+        start_in, start_tr, map_row = None, None, {}
+        if map_start is not None: start_in, start_tr, map_row = _map_fold(itr, iva, tr, te, map_start, clip)
         t0 = time.perf_counter(); inner = []
         for n, g in enumerate(grid):
-            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, init=start_in, **{**fit_kw, **g})
+            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, init=start_in,
+                             **{**fit_kw, **g})
             inner.append(_fold_rmse(m, iva, clip, f'fold {j}, inner validation of setting {n} {g}'))
         search = time.perf_counter() - t0
         best = grid[int(np.argmin(inner))]
         t0 = time.perf_counter()
-        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, init=start_tr, **{**fit_kw, **refit_kw, **best})
-        refit = time.perf_counter() - t0
-        h = m.history
-        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner), 'test_rmse': _fold_rmse(m, te, clip, f'fold {j}, test'),
+        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, init=start_tr,
+                         **{**fit_kw, **refit_kw, **best})
+        refit, h = time.perf_counter() - t0, m.history
+        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner),
+                     'test_rmse': _fold_rmse(m, te, clip, f'fold {j}, test'),
                      **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search, 'refit_seconds': refit,
-                     'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h), 'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h),
-                     **map_row})
+                     'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h),
+                     'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h), **map_row})
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_bayesian_mf.ipynb #d83b338e
@@ -464,10 +482,12 @@ NESTED_PLAN = {
     '1m': dict(grid=[{'k': 32}, {'k': 64}], n_samples=60, burn_in=10, refit_kw=dict(n_samples=150, burn_in=15),
                dtype='float32', map_start=dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)),
 }
-NESTED_PLAN_SMALL = {'100k': dict(grid=[{'k': 4}, {'k': 8}], n_samples=30, burn_in=5, refit_kw=dict(n_samples=40, burn_in=5),
+NESTED_PLAN_SMALL = {'100k': dict(grid=[{'k': 4}, {'k': 8}], n_samples=30, burn_in=5,
+                                  refit_kw=dict(n_samples=40, burn_in=5),
                                   dtype='float32', map_start=dict(k=10, lams=(0.03, 0.08), max_iter=5))}
 
-def run_nested_plan(data: Interactions, plan: dict, folds: list[int] | None = None, progress: bool = False) -> pd.DataFrame:
+def run_nested_plan(data: Interactions, plan: dict, folds: list[int] | None = None,
+                    progress: bool = False) -> pd.DataFrame:
     "`nested_cv_bayes` of `data` under `plan` (an entry of `NESTED_PLAN`) on the shared 5 folds (`folds`: a subset)."
     return nested_cv_bayes(data, plan['grid'], 5, 0.1, 0, folds, progress,
                            **{x: v for x, v in plan.items() if x != 'grid'})

@@ -9,7 +9,8 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def bias_l2_term(params: dict, user_scale=None, item_scale=None):
 
 # %% ../nbs/04_regularization.ipynb #b895c04c
 def gramian_term(params: dict):
-    "Gramian regularizer `sum((U^T U) o (V^T V)) / (N M)` = mean of `<U_i, V_j>^2` over all N*M entries, in O((N+M) k^2)."
+    "Gramian regularizer `sum((U^T U) o (V^T V)) / (N M)`: the mean `<U_i, V_j>^2` over all N*M entries, O((N+M) k^2)."
     U, V = params['users'], params['items']
     return _jnp().sum((U.T @ U) * (V.T @ V)) / (U.shape[0] * V.shape[0])
 
@@ -114,8 +115,8 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
 
 def wals_weights(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int, by: str = 'user',
                  power: float = 1.0) -> np.ndarray:
-    """WALS-style weight per observed rating, inversely proportional to the rater's (`by='user'`), the item's (`'item'`) or
-    both counts (`'both'`, geometric mean), raised to `power`; normalised to mean 1 (float32)."""
+    """WALS-style weight per observed rating, inversely proportional to the rater's (`by='user'`), the item's
+    (`'item'`) or both counts (`'both'`, geometric mean), raised to `power`; normalised to mean 1 (float32)."""
     if by not in ('user', 'item', 'both'): raise ValueError(f"by must be 'user', 'item' or 'both', got {by!r}")
     if not (np.isfinite(power) and power >= 0): raise ValueError(f"power must be >= 0, got {power!r}")
     cu = _counts(user, n_users)[user]; ci = _counts(item, n_items)[item]
@@ -185,7 +186,7 @@ class RegMF:
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     user_count: np.ndarray | None = None
     item_count: np.ndarray | None = None
-    train_mean: float | None = None      # the fallback of an unbiased model (ratings, or the label rate of a logistic one)
+    train_mean: float | None = None      # an unbiased model's fallback (mean rating, or a logistic one's label rate)
 
     def __post_init__(self): self.info_: dict = {}
 
@@ -208,7 +209,8 @@ class RegMF:
 @patch
 def predict(self: RegMF, user: Any, item: Any) -> np.ndarray:
     """Unclipped predicted ratings, or probabilities `sigmoid(score)` for a logistic model. A user or item without
-    training ratings gets the fallback mu + the seen side's bias (biased), else the training mean; `info_` counts them."""
+    training ratings gets the fallback mu + the seen side's bias (biased), else the training mean (counted in
+    `info_`)."""
     u, i = check_pairs(user, item, len(self.U), len(self.V))
     s = self.score(u, i)
     uc = self.user_count if self.user_count is not None else np.ones(len(self.U), np.int64)
@@ -245,20 +247,23 @@ def _weights(weights: Any, n: int) -> np.ndarray | None:
     if w.shape != (n,): raise ValueError(f"weights must have shape {(n,)}, got {w.shape}")
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
-        raise ValueError(f"weights must be finite and >= 0: {int(bad.sum())} are not (first at position {int(np.argmax(bad))})")
+        raise ValueError(f"weights must be finite and >= 0: {int(bad.sum())} are not "
+                         f"(first at position {int(np.argmax(bad))})")
     if not w.sum() > 0: raise ValueError("weights are all zero: nothing to fit")
     return w
 
 # %% ../nbs/04_regularization.ipynb #a9373e81
 def _real(v: Any) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    if isinstance(v, (bool, np.bool_)): return False
+    return isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v)
 
 def _check(k: int, positive: dict | None = None, ints: dict | None = None, **nonneg) -> None:
     "k a positive integer; `nonneg` finite numbers >= 0 (None skipped), `positive` finite > 0, `ints` integers >= 1."
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     for name, v in nonneg.items():
-        if v is not None and not (_real(v) and v >= 0): raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if v is not None and not (_real(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     for name, v in (positive or {}).items():
         if not (_real(v) and v > 0): raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
     for name, v in (ints or {}).items():
@@ -293,7 +298,8 @@ def _check_gradient_args(k, loss, optimizer, lr, steps, eval_every, decay_pct, p
            **nonneg)
     if loss not in ('mse', 'logistic'): raise ValueError(f"loss must be 'mse' or 'logistic', got {loss!r}")
     if optimizer not in ('adam', 'sgd'): raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if not (_real(decay_pct) and 0 < decay_pct <= 1): raise ValueError(f"decay_pct must be in (0, 1], got {decay_pct!r}")
+    if not (_real(decay_pct) and 0 < decay_pct <= 1):
+        raise ValueError(f"decay_pct must be in (0, 1], got {decay_pct!r}")
     if batch_size is not None and (isinstance(batch_size, (bool, np.bool_)) or
                                    not (isinstance(batch_size, (int, np.integer)) and batch_size > 0)):
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}")
@@ -313,7 +319,8 @@ def _gradient_problem(train: Any, weights: Any, biased: bool, loss: str, k: int,
     "(u, i, r, w, N, M, mean, mu, params, full) of a gradient fit; `full` is the full batch of `regularized_loss`."
     jnp = _jnp()
     u, i, r, N, M = _arrays(train)
-    if loss == 'logistic' and not np.isin(r, (0.0, 1.0)).all(): raise ValueError("logistic loss needs 0/1 labels in train.rating")
+    if loss == 'logistic' and not np.isin(r, (0.0, 1.0)).all():
+        raise ValueError("logistic loss needs 0/1 labels in train.rating")
     w = _weights(weights, len(r))
     w = None if w is None else w.astype(np.float32)
     mean = float(np.average(r, weights=w))
@@ -333,7 +340,8 @@ def _scan_steps(opt: Any, hyper: dict, batch_size: int | None, n: int) -> Callab
     """Jitted `run(params, state, key, full, length)`: `length` optimizer steps as one `jax.lax.scan`. Returns the new
     `(params, state, key)` and every step's loss terms at its starting point (full batch: the objective; minibatch:
     that batch's), stacked."""
-    import jax, optax
+    import jax
+    import optax
     vg = jax.value_and_grad(regularized_loss, has_aux=True)
     def body(carry, full):
         params, state, key = carry
@@ -352,7 +360,7 @@ def _scan_steps(opt: Any, hyper: dict, batch_size: int | None, n: int) -> Callab
 # %% ../nbs/04_regularization.ipynb #90ec989c
 def _history_row(model: RegMF, terms: dict, s: int, obs: tuple, val: tuple | None, loss: str, weighted: bool,
                  lr_args: tuple, seconds: float) -> dict:
-    "History row at step `s` of a gradient fit (`obs`, `val`: `_arrays` tuples; `lr_args`: lr, decay_pct, period_length)."
+    "History row at step `s` of a gradient fit (`obs`, `val`: `_arrays` tuples; `lr_args`: lr, decay_pct, period)."
     u, i, r = obs[:3]
     if loss == 'mse':
         terms['train_rmse'] = rmse(model.score(u, i), r) if weighted else math.sqrt(max(terms['omse'], 0.0))
@@ -365,8 +373,8 @@ def _history_row(model: RegMF, terms: dict, s: int, obs: tuple, val: tuple | Non
 def _to_model(params: dict, mu: float, cfg: dict, biased: bool, history: pd.DataFrame | None = None,
               user_count: np.ndarray | None = None, item_count: np.ndarray | None = None,
               train_mean: float | None = None) -> RegMF:
-    return RegMF(np.asarray(params['users']), np.asarray(params['items']), mu,
-                 np.asarray(params['user_bias']) if biased else None, np.asarray(params['item_bias']) if biased else None,
+    bu, bi = (np.asarray(params['user_bias']), np.asarray(params['item_bias'])) if biased else (None, None)
+    return RegMF(np.asarray(params['users']), np.asarray(params['items']), mu, bu, bi,
                  dict(cfg), pd.DataFrame() if history is None else history, user_count, item_count, train_mean)
 
 # %% ../nbs/04_regularization.ipynb #dc915ddc
@@ -389,23 +397,25 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
     """The book's regularized MF trained by gradient steps in JAX (`jit`, `value_and_grad`, `lax.scan`, optax).
 
     loss: 'mse' (ratings) or 'logistic' (`train.rating` must be 0/1 labels). optimizer: 'adam' or 'sgd' (the book),
-    learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None = full
-    batch over the observed entries, else random minibatches of that size. Every `eval_every` steps the history records
-    each loss term, train RMSE (unclipped) and validation RMSE (clipped to the rating range, as `metrics.evaluate`) or
-    log-loss, the learning rate and seconds; `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True
-    to stop. dense: predictions of the data term through the dense `U V^T` (None: automatic, `_use_dense`). No
-    tolerance: config['stop_reason'] is 'max_iter' (all steps run), 'callback', or 'diverged: ...' when the loss is not
-    finite or rises above 10 x its best (full batch: checked every step; minibatches: at the evaluations, and every
-    step for finiteness), which warns (`DivergenceWarning`) and returns the best evaluated iterate."""
-    import jax, optax
+    learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None =
+    full batch, else random minibatches of that size. Every `eval_every` steps the history records each loss term,
+    train RMSE (unclipped), validation RMSE (clipped, as `metrics.evaluate`) or log-loss, the learning rate and seconds;
+    `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True to stop. dense: the data term through
+    the dense `U V^T` (None: automatic, `_use_dense`). No tolerance: config['stop_reason'] is 'max_iter', 'callback',
+    or 'diverged: ...' (loss not finite, or above 10 x its best; checked every step), which warns
+    (`DivergenceWarning`) and returns the best evaluated iterate."""
+    import jax
+    import optax
     from tqdm.auto import tqdm
     _check_gradient_args(k, loss, optimizer, lr, steps, eval_every, decay_pct, period_length, batch_size, dense,
                          l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std)
-    u, i, r, w, N, M, mean, mu, params, full = _gradient_problem(train, weights, biased, loss, k, seed, init_std, freq_alpha)
+    u, i, r, w, N, M, mean, mu, params, full = _gradient_problem(train, weights, biased, loss, k, seed, init_std,
+                                                                 freq_alpha)
     uc, ic = _seen(u, i, w, N, M)
     hyper = {'l2': float(l2), 'gram': float(gram), 'l2_bias': float(l2 if l2_bias is None else l2_bias), 'loss': loss,
              'dense': _use_dense(dense, batch_size, N, M, len(r))}
-    opt = (optax.adam if optimizer == 'adam' else optax.sgd)(lr_decay_schedule(float(lr), float(decay_pct), float(period_length)))
+    sched = lr_decay_schedule(float(lr), float(decay_pct), float(period_length))
+    opt = (optax.adam if optimizer == 'adam' else optax.sgd)(sched)
     state, key = opt.init(params), jax.random.PRNGKey(seed)
     run, objective = _scan_steps(opt, hyper, batch_size, len(r)), jax.jit(lambda p, b: regularized_loss(p, b, hyper)[1])
     cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
@@ -424,7 +434,8 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
         why = divergence_reason(terms['total_loss'], best['J'], s)
         if why: reason = why; break
         if terms['total_loss'] < best['J']: best.update(J=terms['total_loss'], step=s, params=params)
-        rows.append(_history_row(snap(params), terms, s, (u, i, r), vt, loss, w is not None, (lr, decay_pct, period_length), seconds))
+        rows.append(_history_row(snap(params), terms, s, (u, i, r), vt, loss, w is not None,
+                                 (lr, decay_pct, period_length), seconds))
         if progress: bar.set_postfix({x: round(v, 4) for x, v in rows[-1].items() if x in ('total_loss', 'val_rmse')})
         if callback is not None and callback(s, rows[-1]): reason = 'callback'; break
         if not length: break
@@ -445,7 +456,7 @@ def _groups(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _solve_block_ref(order, ptr, cols, y, w, F, reg_f, reg_b, G, biased: bool):
     "Plain reference: exact minimiser for every row of sum_c w (y - b - x.F_c)^2 + reg_f |x|^2 + reg_b b^2 + x^T G x."
-    n, k = len(ptr) - 1, F.shape[1]
+    n = len(ptr) - 1
     Fa = (np.hstack([np.ones((F.shape[0], 1)), F]) if biased else F).astype(np.float32)
     d = Fa.shape[1]
     A = np.zeros((n, d, d), np.float32); B = np.zeros((n, d), np.float32)
@@ -518,7 +529,7 @@ def _solve_rows(ptr, cols, y, w, F, reg_f, reg_b, G, biased, weighted):
             _block_row(s, e, cols, y, w, F, biased, weighted, Z, rhs)
             _block_system(Z[:e - s], G, reg_f[a], reg_b[a], biased, A)
             ok, jitter = False, 0.0
-            for attempt in range(8):
+            for _ in range(8):
                 ok = _chol_solve(A, 1e-6 + jitter, rhs, x, L)
                 if ok: break
                 jitter = 1e-6 if jitter == 0.0 else jitter * 100.0
@@ -599,16 +610,18 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     reference). The sweeps run with one BLAS thread (`threadpoolctl`; numba's threads are the parallelism), restored
     on return."""
     from tqdm.auto import tqdm
-    _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std, tol=tol)
+    _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std,
+           tol=tol)
     if backend not in ('numba', 'numpy'): raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     u, i, r, N, M = _arrays(train)
     wt = _weights(weights, len(r))
     w = np.ones(len(r)) if wt is None else wt
     mean = float(np.average(r, weights=w))
     (ou, pu), (oi, pi), uc, ic = _groups(u, N), _groups(i, M), *_seen(u, i, wt, N, M)
-    P = dict(u=u, i=i, rr=r.astype(np.float64), w=w, W=float(w.sum()), N=N, M=M, biased=biased, mu=mean if biased else 0.0,
-             l2=l2, lb=float(l2 if l2_bias is None else l2_bias), gram=gram, ou=ou, pu=pu, oi=oi, pi=pi,
-             su=frequency_scale(u, N, freq_alpha).astype(np.float64), si=frequency_scale(i, M, freq_alpha).astype(np.float64))
+    P = dict(u=u, i=i, rr=r.astype(np.float64), w=w, W=float(w.sum()), N=N, M=M, biased=biased,
+             mu=mean if biased else 0.0, l2=l2, lb=float(l2 if l2_bias is None else l2_bias), gram=gram,
+             ou=ou, pu=pu, oi=oi, pi=pi, su=frequency_scale(u, N, freq_alpha).astype(np.float64),
+             si=frequency_scale(i, M, freq_alpha).astype(np.float64))
     U, V, bu, bi = _als_start(init, N, M, k, seed, init_std, biased)
     vt = None if val is None else _arrays(val, 'val')
     cfg = dict(method='als', k=k, l2=l2, gram=gram, l2_bias=P['lb'], freq_alpha=freq_alpha, biased=biased, loss='mse',
@@ -630,9 +643,10 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
             terms['train_rmse'] = rmse(pred, r)
             if vt is not None: terms['val_rmse'] = score(model.predict(vt[0], vt[1]), vt[2])['rmse']
             rows.append({'step': it, **terms, 'seconds': time.perf_counter() - t0})
-            if progress: bar.set_postfix({x: round(v, 4) for x, v in rows[-1].items() if x in ('total_loss', 'val_rmse')})
+            if progress: bar.set_postfix({x: round(terms[x], 4) for x in ('total_loss', 'val_rmse') if x in terms})
             if callback is not None and callback(it, rows[-1]): reason = 'callback'; break
-            if prev is not None and tol > 0 and abs(prev - terms['total_loss']) <= tol * abs(prev): reason = 'converged'; break
+            if prev is not None and tol > 0 and abs(prev - terms['total_loss']) <= tol * abs(prev):
+                reason = 'converged'; break
             prev = terms['total_loss']
     if reason.startswith('diverged'):
         if best['P'] is None: raise FloatingPointError(f"the first ALS sweep gave a non-finite objective ({reason})")
@@ -640,6 +654,40 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     return _stop(snap(U, V, bu, bi, pd.DataFrame(rows)), reason, best['step'], 'fit_regularized_als')
 
 # %% ../nbs/04_regularization.ipynb #c7e73909
+class _Ablation:
+    "The state of one `regularizer_ablation`: every fit so far, the table's rows, each path's best, the warm tolerance."
+    def __init__(self, train: Any, val: Any, k: int, iters: int, tol: float | None, progress: bool):
+        self.train, self.val, self.k, self.iters, self.tol, self.progress = train, val, k, iters, tol, progress
+        self.fits, self.rows, self.best = {}, [], {}
+
+    def fit(self, label: str, g: float, init: RegMF | None, **kw) -> RegMF:
+        "One ALS fit; the cold one (init None) runs all sweeps and sets the warm fits' tolerance when `tol` is None."
+        t0 = time.perf_counter()
+        m = fit_regularized_als(self.train, k=self.k, iters=self.iters, tol=self.tol if init is not None else 0.0,
+                                init=init, progress=self.progress, **kw)
+        m.config['seconds'] = time.perf_counter() - t0
+        if self.tol is None:
+            J = m.history.total_loss.to_numpy()
+            self.tol = float(abs(J[-1] - J[-2]) / abs(J[-2])) if len(J) > 1 else 1e-4
+        self.fits[label, g] = m
+        return m
+
+# %% ../nbs/04_regularization.ipynb #e15370f0
+@patch
+def path(self: _Ablation, label: str, grid, init: RegMF | None, **kw) -> None:
+    "Fit `label` along `grid` (warm starts), record its best strength, validation RMSE, sweeps and fit seconds."
+    res = []
+    for g in grid:
+        m = self.fit(label, g, init, **{x: (g if isinstance(v, str) and v == 'x' else v) for x, v in kw.items()})
+        init = m
+        res.append((g, float(evaluate(m, self.val)['rmse']), m))
+    g, rm, m = min(res, key=lambda t: t[1])
+    self.best[label] = (g, m)
+    self.rows.append({'regularizer': label, 'best strength': g, 'val RMSE': rm,
+                      'sweeps': int(sum(len(self.fits[label, x].history) for x, _, _ in res)),
+                      'fit seconds': float(sum(self.fits[label, x].config['seconds'] for x, _, _ in res))})
+
+# %% ../nbs/04_regularization.ipynb #03010f4a
 def regularizer_ablation(train: Any, val: Any, k: int, l2_grid, gram_grid, iters: int = 12, tol: float | None = None,
                          paths: tuple = ('none', 'L2', 'Gramian', 'L2 + Gramian', 'L2 + WALS weights',
                                          'L2, frequency-scaled'), progress: bool = False) -> tuple[pd.DataFrame, dict]:
@@ -649,45 +697,25 @@ def regularizer_ablation(train: Any, val: Any, k: int, l2_grid, gram_grid, iters
     from the weakest L2 fit; the Gramian, WALS and frequency-scaled paths start from the best L2 fit. The first fit
     runs `iters` sweeps; every warm fit stops at `iters` sweeps or when J changes by less than `tol` relative (None:
     the relative change of the first fit's last sweep, so warm fits stop as converged as the cold budget left the
-    first one). Returns the table (regularizer, best strength,
-    val RMSE, sweeps, fit seconds; one row per path in `paths`) and every fit, `{(regularizer, strength): RegMF}`."""
+    first one). Returns the table (regularizer, best strength, val RMSE, sweeps, fit seconds; one row per path in
+    `paths`) and every fit, `{(regularizer, strength): RegMF}`."""
     if 'L2' not in paths: raise ValueError("paths must include 'L2' (the other paths start from its best fit)")
-    fits, out, best, warm_tol = {}, [], {}, [tol]
-    def fit(label, g, init, **kw):
-        t0 = time.perf_counter()
-        m = fit_regularized_als(train, k=k, iters=iters, tol=warm_tol[0] if init is not None else 0.0, init=init,
-                                progress=progress, **kw)
-        m.config['seconds'] = time.perf_counter() - t0
-        if warm_tol[0] is None:                          # the cold fit sets the warm fits' tolerance
-            J = m.history.total_loss.to_numpy()
-            warm_tol[0] = float(abs(J[-1] - J[-2]) / abs(J[-2])) if len(J) > 1 else 1e-4
-        fits[label, g] = m
-        return m
-    def path(label, grid, init, **kw):
-        rows = []
-        for g in grid:
-            args = {key: (g if isinstance(v, str) and v == 'x' else v) for key, v in kw.items()}
-            m = fit(label, g, init, **args)
-            init = m
-            rows.append((g, float(evaluate(m, val)['rmse']), m))
-        g, rm, m = min(rows, key=lambda t: t[1])
-        best[label] = (g, m)
-        out.append({'regularizer': label, 'best strength': g, 'val RMSE': rm,
-                    'sweeps': int(sum(len(fits[label, gg].history) for gg, _, _ in rows)),
-                    'fit seconds': float(sum(fits[label, gg].config['seconds'] for gg, _, _ in rows))})
+    A = _Ablation(train, val, k, iters, tol, progress)
     l2s = sorted(l2_grid, reverse=True)
-    path('L2', l2s, None, l2='x')
-    g2, m2 = best['L2']
-    if 'none' in paths: path('none', [0.0], fits['L2', l2s[-1]], l2=0.0, l2_bias=0.0)
-    if 'Gramian' in paths: path('Gramian', sorted(gram_grid), m2, l2=1e-3, gram='x')
-    if 'L2 + Gramian' in paths: path('L2 + Gramian', sorted(gram_grid), m2, l2=g2, gram='x')
+    A.path('L2', l2s, None, l2='x')
+    g2, m2 = A.best['L2']
+    if 'none' in paths: A.path('none', [0.0], A.fits['L2', l2s[-1]], l2=0.0, l2_bias=0.0)
+    if 'Gramian' in paths: A.path('Gramian', sorted(gram_grid), m2, l2=1e-3, gram='x')
+    if 'L2 + Gramian' in paths: A.path('L2 + Gramian', sorted(gram_grid), m2, l2=g2, gram='x')
     if 'L2 + WALS weights' in paths:
         u, i, _, N, M = _arrays(train)
-        path('L2 + WALS weights', [g2], m2, l2=g2, weights=wals_weights(u, i, N, M, 'user', 0.5))
-    if 'L2, frequency-scaled' in paths: path('L2, frequency-scaled', l2s, m2, l2='x', freq_alpha=0.5)
+        A.path('L2 + WALS weights', [g2], m2, l2=g2, weights=wals_weights(u, i, N, M, 'user', 0.5))
+    if 'L2, frequency-scaled' in paths: A.path('L2, frequency-scaled', l2s, m2, l2='x', freq_alpha=0.5)
     order = {p: n for n, p in enumerate(paths)}
-    tab = pd.DataFrame(out).sort_values('regularizer', key=lambda s: s.map(order)).reset_index(drop=True)
-    return tab, fits
+    tab = pd.DataFrame(A.rows).sort_values('regularizer', key=lambda s: s.map(order)).reset_index(drop=True)
+    return tab, A.fits
+
+
 
 # %% ../nbs/04_regularization.ipynb #09f10cd9
 def unobserved_stats(m: RegMF, train: Any, n_pairs: int = 200_000, seed: int = 0, n_users: int = 2000) -> dict:
