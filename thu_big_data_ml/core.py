@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -70,9 +70,10 @@ def _package_dir() -> Path:
     return Path(__file__).resolve().parent if '__file__' in globals() else project_root() / 'thu_big_data_ml'
 
 def _package_imports(path: Path) -> set[str]:
-    "Names of the package modules a module file imports (`from .x import`, `from . import x`, `from thu_big_data_ml.x import`)."
+    """Names of the package modules a module file imports (`from .x import`, `from . import x`,
+    `from thu_big_data_ml.x import`)."""
     out = set()
-    for dots, mod, names in _IMPORT_RE.findall(path.read_text(encoding='utf-8')):
+    for _dots, mod, names in _IMPORT_RE.findall(path.read_text(encoding='utf-8')):
         base = mod.split('.')[0]
         if base: out.add(base)
         else:
@@ -82,7 +83,8 @@ def _package_imports(path: Path) -> set[str]:
 
 def code_digest(*modules: str) -> str:
     """BLAKE2b digest of the source of the named package modules (e.g. `'mf'` or `'thu_big_data_ml.mf'`) and of every
-    package module they import, transitively: the part of a cache key that makes a code change re-run the cached call."""
+    package module they import, transitively: the part of a cache key that makes a code change re-run the cached
+    call."""
     pkg = _package_dir()
     todo, seen = [m.rpartition('.')[2] for m in modules], set()
     while todo:
@@ -108,7 +110,8 @@ def _source_of(func) -> bytes:
 
 def _call_key(func, args: tuple, kwargs: dict, ignore: Sequence[str]) -> tuple[dict, str]:
     "The bound arguments (defaults applied, `ignore` dropped) and their joblib hash."
-    import inspect, joblib
+    import inspect
+    import joblib
     ba = inspect.signature(func).bind(*args, **kwargs); ba.apply_defaults()
     bound = {k: v for k, v in ba.arguments.items() if k not in ignore}
     return bound, joblib.hash(bound)
@@ -135,7 +138,8 @@ def _write_entry(folder: Path, result, meta: dict) -> None:
 
 def _read_entry(folder: Path):
     "(found, result): the stored result if its checksum matches; a damaged entry warns and counts as absent."
-    import pickle, warnings
+    import pickle
+    import warnings
     meta_p, res_p = folder / 'meta.json', folder / 'result.pkl'
     if not meta_p.exists(): return False, None
     try:
@@ -145,7 +149,8 @@ def _read_entry(folder: Path):
             raise ValueError('result.pkl does not match its checksum')
         with open(res_p, 'rb') as f: return True, pickle.load(f)
     except Exception as e:
-        warnings.warn(f"damaged cache entry {folder} ({type(e).__name__}: {e}); recomputing", CacheWarning, stacklevel=3)
+        warnings.warn(f"damaged cache entry {folder} ({type(e).__name__}: {e}); recomputing", CacheWarning,
+                      stacklevel=3)
         return False, None
 
 # %% ../nbs/00_core.ipynb #b5698385
@@ -155,7 +160,8 @@ def cached(func: Callable | None = None, *, deps: Sequence[str] | None = None, i
     `code_digest(*deps)` (default: the package module defining `func`, with what it imports). The wrapper has
     `.uncached`, `.entry(*args, **kw)` (the entry folder) and `.info(*args, **kw)` (its meta, or None)."""
     if func is None: return lambda f: cached(f, deps=deps, ignore=ignore, location=location, enabled=enabled)
-    import functools, warnings
+    import functools
+    import warnings
     mod = getattr(func, '__module__', '') or ''
     mods = tuple(deps) if deps is not None else ((mod,) if mod.startswith(_package_dir().name + '.') else ())
     name = f"{mod}.{getattr(func, '__qualname__', func.__name__)}".replace('<', '').replace('>', '')
@@ -183,7 +189,8 @@ def cached(func: Callable | None = None, *, deps: Sequence[str] | None = None, i
         try: _write_entry(folder, result, meta)
         except OSError as e:
             warnings.warn(f"cache folder {folder.parents[2]} is not writable ({e.strerror or e}); the result of {name} "
-                          f"was not cached. Set {ENV_CACHE} to a writable folder to cache it.", CacheWarning, stacklevel=2)
+                          f"was not cached. Set {ENV_CACHE} to a writable folder to cache it.", CacheWarning,
+                          stacklevel=2)
         return result
 
     def info(*args, **kwargs) -> dict | None:
@@ -195,7 +202,8 @@ def cached(func: Callable | None = None, *, deps: Sequence[str] | None = None, i
 
 # %% ../nbs/00_core.ipynb #f49aecc5
 def clear_cache(location: str | Path | None = None) -> list[Path]:
-    "Remove the entries written by `cached` (`calls/`) and by `memory()` (`joblib/`) under the cache folder; returns them."
+    """Remove the entries written by `cached` (`calls/`) and by `memory()` (`joblib/`) under the cache folder; returns
+    them."""
     import shutil
     root = Path(location or cache_dir()).expanduser()
     gone = []
@@ -275,11 +283,12 @@ def _json_default(v):
 def write_results(name: str, payload, *, fingerprint: str, deps: Sequence[str], command: str = '',
                   folder: str | Path | None = None) -> Path:
     """Write `<results_dir>/<name>.json`: `payload` (JSON-able: numbers, lists, dicts, arrays, frames as columns) with
-    the data `fingerprint`, the `code_digest` of `deps`, `machine_info()`, the UTC date and the `command` that made it."""
+    the data `fingerprint`, the `code_digest` of `deps`, `machine_info()`, the UTC date and the `command` that made
+    it."""
     import datetime
     if not re.fullmatch(r'[\w.-]+', name): raise ValueError(f'results name {name!r}: use letters, digits, _ . -')
     rec = {'name': name, 'fingerprint': fingerprint, 'deps': sorted(deps), 'code': code_digest(*deps),
-           'machine': machine_info(), 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+           'machine': machine_info(), 'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
            'command': command, 'payload': payload}
     out = Path(folder or results_dir()) / f'{name}.json'
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +309,8 @@ def lookup_results(name: str, *, fingerprint: str, deps: Sequence[str],
     if rec.get('code') != code_digest(*deps) or sorted(rec.get('deps', [])) != sorted(deps):
         return None, f'{name}.json was made with other code (its modules changed since)'
     m = rec.get('machine', {})
-    return rec, f"{name}.json from `{rec.get('command') or 'a bench'}` on {rec.get('date', '?')[:10]} ({m.get('cpus', '?')} CPUs)"
+    cmd, day = rec.get('command') or 'a bench', rec.get('date', '?')[:10]
+    return rec, f"{name}.json from `{cmd}` on {day} ({m.get('cpus', '?')} CPUs)"
 
 # %% ../nbs/00_core.ipynb #57ff0f65
 ENV_SCALE = 'THU_BDML_SCALE'
