@@ -727,9 +727,9 @@ def _day_strings(days: np.ndarray) -> np.ndarray:
     return np.datetime_as_string((uniq + EPOCH.astype(np.int64)).astype('datetime64[D]'))[inv]
 
 # %% ../nbs/01_data.ipynb #71ff3ddc
-def _simulate(shape: NetflixShape):
-    "Draw the latent model, the observed (user, movie) pairs, dates and ratings. Returns arrays + truth."
-    s, rng = shape, np.random.default_rng(shape.seed)
+def _draw_latent(s, rng: np.random.Generator) -> dict:
+    """The generator's latent model drawn from `rng` (`s`: a NetflixShape-like): biases, factors, activity,
+    popularity, drifts, first/last day and each user's join day. Shared with the Prize-size generator (chapter 12)."""
     nu, ni, k = s.n_users, s.n_movies, s.rank
     bu = rng.normal(0, s.user_bias, nu); bi = rng.normal(0, s.item_bias, ni)
     P = rng.normal(0, np.sqrt(s.factor_scale / np.sqrt(k)), (nu, k)).astype(np.float32)
@@ -739,6 +739,16 @@ def _simulate(shape: NetflixShape):
     item_drift, user_drift = rng.normal(0, 1, ni), rng.normal(0, 1, nu)
     d0, d1 = (np.datetime64(s.first_day, 'D') - EPOCH).astype(int), (np.datetime64(s.last_day, 'D') - EPOCH).astype(int)
     start = d0 + (d1 - d0) * rng.beta(1.6, 1.4, nu)          # users join over the years
+    return dict(bu=bu, bi=bi, P=P, Q=Q, act=act, pop=pop, item_drift=item_drift, user_drift=user_drift, d0=d0, d1=d1,
+                start=start)
+
+def _simulate(shape: NetflixShape):
+    "Draw the latent model, the observed (user, movie) pairs, dates and ratings. Returns arrays + truth."
+    s, rng = shape, np.random.default_rng(shape.seed)
+    nu = s.n_users
+    z = _draw_latent(s, rng)
+    bu, bi, P, Q, act, pop = z['bu'], z['bi'], z['P'], z['Q'], z['act'], z['pop']
+    item_drift, user_drift, d0, d1, start = z['item_drift'], z['user_drift'], z['d0'], z['d1'], z['start']
     time = dict(time_effect=s.time_effect, item_drift=item_drift, user_drift=user_drift,
                 mid_day=(d0 + d1) / 2, half_span=(d1 - d0) / 2)
 

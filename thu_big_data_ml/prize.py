@@ -55,19 +55,11 @@ class PrizeShape(NetflixShape):
 # %% ../nbs/12_netflix_prize.ipynb #cf12d9a0
 def _latent(shape: PrizeShape) -> dict:
     "The latent model of `data._simulate` (same distributions), drawn from `shape.seed`."
-    s, rng = shape, np.random.default_rng(shape.seed)
-    nu, ni, k = s.n_users, s.n_movies, s.rank
-    bu = rng.normal(0, s.user_bias, nu); bi = rng.normal(0, s.item_bias, ni)
-    P = rng.normal(0, np.sqrt(s.factor_scale / np.sqrt(k)), (nu, k)).astype(np.float32)
-    Q = rng.normal(0, np.sqrt(s.factor_scale / np.sqrt(k)), (ni, k)).astype(np.float32)
-    act = np.exp(rng.normal(0, s.activity_sigma, nu))
-    pop = (1.0 + rng.permutation(ni)) ** -s.popularity_exponent
-    item_drift, user_drift = rng.normal(0, 1, ni), rng.normal(0, 1, nu)
-    d0, d1 = (np.datetime64(s.first_day, 'D') - EPOCH).astype(int), (np.datetime64(s.last_day, 'D') - EPOCH).astype(int)
-    start = d0 + (d1 - d0) * rng.beta(1.6, 1.4, nu)
-    return dict(mu=0.0, bu=bu, bi=bi, P=P, Q=Q, noise=s.noise, time_effect=s.time_effect, item_drift=item_drift,
-                user_drift=user_drift, mid_day=(d0 + d1) / 2, half_span=(d1 - d0) / 2, act=act, pop=pop,
-                start=start, last_day=int(d1))
+    from thu_big_data_ml.data import _draw_latent
+    z = _draw_latent(shape, np.random.default_rng(shape.seed))
+    d0, d1 = z.pop('d0'), z.pop('d1')
+    return dict(mu=0.0, noise=shape.noise, time_effect=shape.time_effect, mid_day=(d0 + d1) / 2,
+                half_span=(d1 - d0) / 2, last_day=int(d1), **z)
 
 # %% ../nbs/12_netflix_prize.ipynb #e8c5e036
 def _user_counts(act: np.ndarray, n_ratings: int, n_movies: int, seed: int) -> np.ndarray:
