@@ -318,14 +318,9 @@ def _drift(day: np.ndarray, mean_day: np.ndarray, beta: float) -> np.ndarray:
     return np.sign(d) * np.abs(d) ** beta
 
 # %% ../nbs/08_comparison.ipynb #3f886930
-def _njit_cached(**kw):
-    "`numba.njit` with the on-disk cache where numba can locate the source (not for code run by exec)."
-    def deco(f):
-        try: return njit(cache=True, **kw)(f)
-        except RuntimeError: return njit(**kw)(f)
-    return deco
+from .mf import _jit   # numba.njit with the on-disk cache (chapter 03)
 
-@_njit_cached(parallel=True)
+@_jit(parallel=True, fastmath=False)
 def _rowdot(U, V, u, i, out):
     for n in prange(len(u)):
         a, b, s = u[n], i[n], 0.0
