@@ -22,8 +22,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'ENV_RESULTS', 'ENV_SCALE', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
            'memory', 'file_digest', 'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything',
-           'jax_keys', 'torch_device', 'machine_info', 'Timer', 'results_dir', 'data_fingerprint', 'write_results',
-           'lookup_results', 'report_scale', 'scale_banner', 'chapter_scale']
+           'jax_keys', 'torch_device', 'machine_info', 'Timer', 'note_dataset', 'noted_datasets', 'forget_datasets',
+           'results_dir', 'data_fingerprint', 'write_results', 'lookup_results', 'report_scale', 'scale_banner',
+           'chapter_scale']
 
 # %% ../nbs/00_core.ipynb #8429d492
 ENV_DATA, ENV_CACHE, ENV_RUNS = 'THU_BDML_DATA', 'THU_BDML_CACHE', 'THU_BDML_RUNS'
@@ -259,6 +260,37 @@ class Timer:
     _t0: float = field(default=0.0, repr=False)
     def __enter__(self): self._t0 = time.perf_counter(); return self
     def __exit__(self, *exc): self.seconds = time.perf_counter() - self._t0
+
+# %% ../nbs/00_core.ipynb #a1d5e002
+_DATASETS: dict[tuple[str, str], dict] = {}
+
+def _size(x) -> int | None:
+    "`len(x)`, or None when `x` is absent or has no length."
+    if x is None: return None
+    try: return len(x)
+    except TypeError: return None
+
+# %% ../nbs/00_core.ipynb #a1d5e003
+def note_dataset(ds):
+    """Record a description of `ds` (a `RatingData`-like object: `name`, `source`, `n_users`, `n_items`, `train`,
+    `test`) for the report, keyed by (name, source); return `ds` unchanged, so a loader can wrap its return value."""
+    if not (hasattr(ds, 'name') and hasattr(ds, 'source')):
+        raise TypeError(f'note_dataset needs an object with .name and .source (a RatingData), got {type(ds).__name__}')
+    d = {'name': str(ds.name), 'source': str(ds.source), 'n_users': getattr(ds, 'n_users', None),
+         'n_items': getattr(ds, 'n_items', None), 'n_train': _size(getattr(ds, 'train', None)),
+         'n_test': _size(getattr(ds, 'test', None))}
+    _DATASETS[(d['name'], d['source'])] = d
+    return ds
+
+# %% ../nbs/00_core.ipynb #a1d5e004
+def noted_datasets() -> list[dict]:
+    "The datasets noted so far (copies of their descriptions), sorted by (name, source)."
+    return [dict(_DATASETS[k]) for k in sorted(_DATASETS)]
+
+# %% ../nbs/00_core.ipynb #a1d5e005
+def forget_datasets() -> None:
+    "Clear the registry of noted datasets (for tests)."
+    _DATASETS.clear()
 
 # %% ../nbs/00_core.ipynb #5a5e5bb6
 ENV_RESULTS = 'THU_BDML_RESULTS'
