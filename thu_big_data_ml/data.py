@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .metrics import rmse
-from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest
+from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest, note_dataset
 
 # %% auto #0
 __all__ = ['COURSE_FILES', 'EPOCH', 'MAX_ID', 'YEARS', 'DATES', 'BOM', 'MOVIELENS', 'DEFAULT_COURSE_URLS', 'DataFormatError',
@@ -607,7 +607,8 @@ def _module_digest() -> str:
 
 def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
                       on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
-    """Read the four course files from `folder` into a `RatingData` (validated; cached by file content).
+    """Read the four course files from `folder` into a `RatingData` (validated; cached by file content; noted with
+    `core.note_dataset`).
 
     Users come from users.txt (sorted ids -> rows); movies are the union of ids in train and test (sorted -> columns).
     Policies (all default to an error naming file and line; every drop is counted in `info['dropped']`):
@@ -615,6 +616,11 @@ def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknow
     users.txt, `on_overlap` 'drop_from_test' / 'drop_from_train' for a pair in both train and test.
     `titles_encoding` forces the titles' encoding (e.g. 'latin-1') instead of deciding it from the bytes.
     Movies or users seen only in the test set are kept and counted in `info['summary']` ('test only')."""
+    return note_dataset(_read_course_files(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding, cache))
+
+def _read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
+                       on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
+    "`read_course_files` without noting the result (`load_course_data` renames generated data first)."
     folder = Path(folder)
     if on_unknown_user not in ('error', 'drop'): raise ValueError(f"on_unknown_user must be 'error' or 'drop', got {on_unknown_user!r}")
     if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
@@ -980,17 +986,17 @@ def load_course_data(folder: str | Path | None = None, scale: str = 'full', seed
     if folder is None and scale == 'full' and _real_files_present(course_dir()):
         folder = course_dir()
     if folder is not None and not (Path(folder) / 'manifest.json').exists():
-        return read_course_files(folder, **policies)            # real files (raises naming what is missing)
+        return read_course_files(folder, **policies)            # real files (noted; raises naming what is missing)
     shape = NetflixShape(seed=seed) if scale == 'full' else NetflixShape(seed=seed).small()
     if folder is None:
         folder = generated_dir() if scale == 'full' else data_dir() / 'netflix_generated_small'
         if seed: folder = folder.with_name(f'{folder.name}_seed{seed}')
         generate_netflix_like(folder, shape, overwrite=True, progress=progress)   # derived data: regenerate if stale
     folder = Path(folder)
-    data = read_course_files(folder, **policies)
+    data = _read_course_files(folder, **policies)
     data.name = f"netflix-generated{'' if scale == 'full' else '-small'}"
     data.source, data.truth = 'generated', load_truth(folder, data)
-    return data
+    return note_dataset(data)
 
 def prepare_default_data(progress: bool = True) -> RatingData:
     "Make sure the default data exists (real course files, else generated ones) and print which is used."
@@ -1085,7 +1091,7 @@ def load_movielens(variant: str = '100k', folder: str | Path | None = None, down
                       {'origin': src, 'timestamps': df['ts'].to_numpy(np.int64)})
     if len(train) != MOVIELENS[variant]['n']:
         import warnings; warnings.warn(f"MovieLens {variant}: expected {MOVIELENS[variant]['n']:,} ratings, read {len(train):,} from {src}")
-    return data
+    return note_dataset(data)
 
 # %% ../nbs/01_data.ipynb #e412d38c
 def kfold_splits(n: int, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -545,7 +545,8 @@ def load_prize(folder: str | Path, verify: bool = False, progress: bool = False)
         from thu_big_data_ml.data import load_truth
         data.truth = load_truth(folder, data)
     data.info = {'parquet': str(path), 'n_files': len(_prize_files(folder))}
-    return data
+    from thu_big_data_ml.core import note_dataset
+    return note_dataset(data)
 
 # %% ../nbs/12_netflix_prize.ipynb #81384eb4
 def _measure(fn):
