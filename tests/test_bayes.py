@@ -1,10 +1,11 @@
 "Tests of thu_big_data_ml.bayes: compiled sampler = NumPy reference, posterior sanity, nested CV, bad arguments."
 import numpy as np
+import pandas as pd
 import pytest
 
 from thu_big_data_ml.data import Interactions
 from thu_big_data_ml.bayes import fit_bayes_mf, normal_gamma_draw, nested_cv_bayes, BayesMFModel
-from thu_big_data_ml.metrics import evaluate, score
+from thu_big_data_ml.metrics import RATING_RANGE, evaluate, score
 
 
 def make_data(n_users=60, n_items=45, density=0.35, rank=2, noise=0.3, seed=0, discrete=False) -> Interactions:
@@ -222,3 +223,58 @@ def test_nested_cv_with_map_start_scores_the_map_counterpart_on_the_same_folds()
         nested_cv_bayes(d, [{'k': 2}], map_start={'k': 4}, n_samples=3, burn_in=0, progress=False)
     with pytest.raises(TypeError, match='init'):
         nested_cv_bayes(d, [{'k': 2}], init=None, n_samples=3, burn_in=0, progress=False)
+
+
+def _nested_cv_bayes_loop(data, grid, n_folds=5, inner_frac=0.1, seed=0, folds=None, progress=False, clip=RATING_RANGE,
+                          map_start=None, refit_kw=None, **fit_kw):
+    "The five nested loops nested_cv_bayes ran before issue 18 (a private reference copy, errors checks left out)."
+    import time
+    from thu_big_data_ml import bayes
+    from thu_big_data_ml.data import holdout_split, kfold_splits
+    refit_kw = dict(refit_kw or {})
+    splits, rows = kfold_splits(len(data), n_folds, seed), []
+    for j in list(range(n_folds) if folds is None else folds):
+        tr_idx, te_idx = splits[j]
+        tr, te = data.subset(tr_idx), data.subset(te_idx)
+        a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
+        itr, iva = tr.subset(a), tr.subset(b)
+        start_in, start_tr, map_row = None, None, {}
+        if map_start is not None:
+            t0 = time.perf_counter()
+            mk, lams, mit = map_start.get('k', 50), list(map_start['lams']), map_start.get('max_iter', 15)
+            fits = [bayes._map_fit(itr, mk, lam, mit) for lam in lams]
+            best = int(np.argmin([evaluate(f, iva, clip)['rmse'] for f in fits]))
+            start_in, start_tr = fits[best], bayes._map_fit(tr, mk, lams[best], mit)
+            map_row = {'MAP lam': lams[best], 'MAP test_rmse': evaluate(start_tr, te, clip)['rmse'],
+                       'map_seconds': time.perf_counter() - t0}
+        t0 = time.perf_counter(); inner = []
+        for n, g in enumerate(grid):
+            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, init=start_in, **{**fit_kw, **g})
+            inner.append(bayes._fold_rmse(m, iva, clip, f'fold {j}, inner validation of setting {n} {g}'))
+        search = time.perf_counter() - t0
+        best = grid[int(np.argmin(inner))]
+        t0 = time.perf_counter()
+        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, init=start_tr,
+                         **{**fit_kw, **refit_kw, **best})
+        refit, h = time.perf_counter() - t0, m.history
+        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner),
+                     'test_rmse': bayes._fold_rmse(m, te, clip, f'fold {j}, test'),
+                     **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search, 'refit_seconds': refit,
+                     'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h),
+                     'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h), **map_row})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize('map_start', [None, dict(k=3, lams=(0.03, 0.3), max_iter=4)])
+def test_nested_cv_bayes_on_the_protocol_equals_the_old_loop(map_start):
+    "Issue 18: nested_cv_bayes runs on protocol.nested_cv; same columns in the same order, same values (but seconds)."
+    d = make_data(n_users=70, n_items=50, density=0.4, seed=7, discrete=True)
+    grid = [{'k': 1}, {'k': 3}, {'k': 2, 'implicit': True}]
+    kw = dict(n_folds=3, seed=2, folds=[2, 0], map_start=map_start, refit_kw=dict(n_samples=14, burn_in=4),
+              n_samples=10, burn_in=3, dtype='float32')
+    new = nested_cv_bayes(d, grid, progress=False, **kw)
+    old = _nested_cv_bayes_loop(d, grid, **kw)
+    assert list(new.columns) == list(old.columns)
+    secs = [c for c in old.columns if c.endswith('seconds') or c.startswith('sweep')]
+    assert (new[secs] >= 0).all().all()
+    pd.testing.assert_frame_equal(new.drop(columns=secs), old.drop(columns=secs), check_exact=True)

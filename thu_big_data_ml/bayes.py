@@ -18,6 +18,7 @@ from .metrics import RATING_RANGE, check_pairs, check_triples, evaluate, score, 
 from numba import prange
 
 from .mf import _jit, fit_mf
+from .protocol import nested_cv
 
 # %% auto #0
 __all__ = ['NESTED_PLAN', 'NESTED_PLAN_SMALL', 'normal_gamma_draw', 'BayesMFModel', 'fit_bayes_mf', 'nested_cv_bayes',
@@ -407,27 +408,60 @@ def _fold_rmse(m: BayesMFModel, d: Interactions, clip, where: str) -> float:
     return out
 
 # %% ../nbs/10_bayesian_mf.ipynb #46d4bff9
-def _map_fold(itr: Interactions, iva: Interactions, tr: Interactions, te: Interactions, map_start: dict, clip) -> tuple:
-    "(inner start, refit start, row) of one fold's MAP biased ALS: `lam` chosen on `iva`, refitted, `te` scored once."
-    t0 = time.perf_counter()
+def _map_inner(itr: Interactions, iva: Interactions, map_start: dict, clip) -> tuple:
+    "(fit, lam) of one fold's MAP biased ALS on the inner split: the `lam` of `map_start['lams']` best on `iva`."
     mk, lams, mit = map_start.get('k', 50), list(map_start['lams']), map_start.get('max_iter', 15)
     fits = [_map_fit(itr, mk, lam, mit) for lam in lams]
     best = int(np.argmin([evaluate(f, iva, clip)['rmse'] for f in fits]))
-    start_tr = _map_fit(tr, mk, lams[best], mit)
-    return fits[best], start_tr, {'MAP lam': lams[best], 'MAP test_rmse': evaluate(start_tr, te, clip)['rmse'],
-                                  'map_seconds': time.perf_counter() - t0}
+    return fits[best], lams[best]
+
+# %% ../nbs/10_bayesian_mf.ipynb #c4b8d3f2e5a6
+def _bayes_steps(grid: list[dict], seed: int, progress: bool, clip, map_start: dict | None, refit_kw: dict,
+                 fit_kw: dict) -> tuple:
+    """`(search, fit, score, describe, state)` of `protocol.nested_cv` for `nested_cv_bayes`: chains seeded
+    `seed + fold`, each inner chain scored on its inner split, the MAP starts and columns kept per fold in `state`."""
+    st: dict = {}
+    now: dict = {}                                   # the fold being refitted: `describe` and `score` name it
+    def fit(train, setting, fold, stage, scored):
+        init, kw = st[fold].get('start'), {**fit_kw, **setting}
+        if stage == 'refit':
+            now['fold'], kw = fold, {**fit_kw, **refit_kw, **setting}
+            if map_start is not None:
+                t0 = time.perf_counter()
+                init = _map_fit(train, map_start.get('k', 50), st[fold]['MAP lam'], map_start.get('max_iter', 15))
+                st[fold].update({'MAP test_rmse': evaluate(init, scored, clip)['rmse'],
+                                 'map_refit': time.perf_counter() - t0})
+        return fit_bayes_mf(train, seed=seed + fold, val=scored, progress=progress, clip=clip, init=init, **kw)
+    def search(parts, fold):
+        (itr, iva), = parts
+        st[fold] = {}
+        if map_start is not None:
+            t0 = time.perf_counter(); start, lam = _map_inner(itr, iva, map_start, clip)
+            st[fold] = {'start': start, 'MAP lam': lam, 'map_inner': time.perf_counter() - t0}
+        inner = [_fold_rmse(fit(itr, g, fold, 'inner', iva), iva, clip,
+                            f'fold {fold}, inner validation of setting {n} {g}') for n, g in enumerate(grid)]
+        return grid[int(np.argmin(inner))], min(inner), {f'inner {n}': v for n, v in enumerate(inner)}
+    def describe(m, test):
+        h, s = m.history, st[now['fold']]
+        more = {} if map_start is None else {'MAP lam': s['MAP lam'], 'MAP test_rmse': s['MAP test_rmse'],
+                                             'map_seconds': s['map_inner'] + s['map_refit']}
+        return {'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h), 'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h),
+                **more}
+    def score_(m, d): return _fold_rmse(m, d, clip, f"fold {now['fold']}, test")
+    return search, fit, score_, describe, st
 
 # %% ../nbs/10_bayesian_mf.ipynb #f7acf47d
 def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inner_frac: float = 0.1, seed: int = 0,
                     folds: list[int] | None = None, progress: bool = True,
                     clip: tuple[float, float] | None = RATING_RANGE,
                     map_start: dict | None = None, refit_kw: dict | None = None, **fit_kw) -> pd.DataFrame:
-    """Nested CV of `fit_bayes_mf`: per outer fold (the shared `kfold_splits(n, n_folds, seed)`), choose the setting of
-    `grid` (dicts of fit arguments) with the lowest RMSE on an inner `inner_frac` split of the outer training part,
-    refit it on the whole outer training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`)
-    of the posterior mean over all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf
-    score is an error naming the fold. One row per fold, with seconds. Cache it with
-    `core.cached(nested_cv_bayes, ignore=['progress'])`.
+    """Nested CV of `fit_bayes_mf` through `protocol.nested_cv`: per outer fold (the shared
+    `kfold_splits(n, n_folds, seed)`), choose the setting of `grid` (dicts of fit arguments) with the lowest RMSE on an
+    inner `inner_frac` split of the outer training part (seeded `seed + 1 + fold`), refit it on the whole outer
+    training part, score the outer test piece. Scores: `metrics.score` (clipped to `clip`) of the posterior mean over
+    all post-burn-in samples (`val_prediction`); the scored split is never fitted. A NaN/inf score is an error naming
+    the fold. One row per fold, with seconds (`search_seconds` and `refit_seconds` exclude the MAP fits,
+    `map_seconds`). Cache it with `core.cached(nested_cv_bayes, ignore=['progress'])`.
 
     `map_start` (e.g. `dict(k=50, lams=(0.03, 0.05, 0.08), max_iter=15)`): per fold, also run the MAP counterpart,
     biased ALS with its `lam` chosen on the same inner split (`metrics.evaluate`), refitted and scored once (columns
@@ -444,35 +478,13 @@ def nested_cv_bayes(data: Interactions, grid: list[dict], n_folds: int = 5, inne
     refit_kw = dict(refit_kw or {})
     clash = {'seed', 'val', 'progress', 'init'} & (set(fit_kw) | set(refit_kw))
     if clash: raise TypeError(f'nested_cv_bayes sets {sorted(clash)} itself')
-    splits = kfold_splits(len(data), n_folds, seed)
-    todo = list(range(n_folds) if folds is None else folds)
-    bad = [f for f in todo if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n_folds]
-    if bad: raise ValueError(f'folds must be integers in [0, {n_folds}), got {bad}')
-    rows = []
-    for j in todo:
-        tr_idx, te_idx = splits[j]
-        tr, te = data.subset(tr_idx), data.subset(te_idx)
-        a, b = holdout_split(len(tr), inner_frac, seed=seed + 1 + j)
-        itr, iva = tr.subset(a), tr.subset(b)
-        start_in, start_tr, map_row = None, None, {}
-        if map_start is not None: start_in, start_tr, map_row = _map_fold(itr, iva, tr, te, map_start, clip)
-        t0 = time.perf_counter(); inner = []
-        for n, g in enumerate(grid):
-            m = fit_bayes_mf(itr, seed=seed + j, val=iva, progress=progress, clip=clip, init=start_in,
-                             **{**fit_kw, **g})
-            inner.append(_fold_rmse(m, iva, clip, f'fold {j}, inner validation of setting {n} {g}'))
-        search = time.perf_counter() - t0
-        best = grid[int(np.argmin(inner))]
-        t0 = time.perf_counter()
-        m = fit_bayes_mf(tr, seed=seed + j, val=te, progress=progress, clip=clip, init=start_tr,
-                         **{**fit_kw, **refit_kw, **best})
-        refit, h = time.perf_counter() - t0, m.history
-        rows.append({'fold': j, **best, 'inner_val_rmse': min(inner),
-                     'test_rmse': _fold_rmse(m, te, clip, f'fold {j}, test'),
-                     **{f'inner {i}': v for i, v in enumerate(inner)}, 'search_seconds': search, 'refit_seconds': refit,
-                     'sweep_ms': 1000 * h.seconds.iloc[-1] / len(h),
-                     'sweep_cpu_ms': 1000 * h.cpu_seconds.iloc[-1] / len(h), **map_row})
-    return pd.DataFrame(rows)
+    search, fit, score_, describe, st = _bayes_steps(grid, seed, progress, clip, map_start, refit_kw, fit_kw)
+    tab = nested_cv(data, search, fit, score_, n_folds, float(inner_frac), seed, folds, describe=describe)
+    tab = tab.rename(columns={'inner_score': 'inner_val_rmse'})
+    if map_start is not None and len(tab):        # the protocol's times include the MAP fits: those are map_seconds
+        tab['search_seconds'] -= [st[j]['map_inner'] for j in tab.fold]
+        tab['refit_seconds'] -= [st[j]['map_refit'] for j in tab.fold]
+    return tab
 
 # %% ../nbs/10_bayesian_mf.ipynb #d83b338e
 NESTED_PLAN = {
