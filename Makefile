@@ -47,8 +47,10 @@ system-deps:
 data: install
 	$(BIN)/python -c "from thu_big_data_ml.data import prepare_default_data; prepare_default_data()"
 
+# nbdev_export, then nbdev's over-long `__all__` line of each module rewrapped to ruff's 120 columns
 export: install
 	$(BIN)/nbdev_export
+	$(BIN)/python tools/rewrap_all.py
 
 report: install system-deps data
 	$(BIN)/python tools/build_report.py
