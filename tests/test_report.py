@@ -374,3 +374,25 @@ def test_rewrap_all_fits_120_columns_and_keeps_the_names():
     stmt = [ln for ln in rewrap_all.rewrap_all(one_line).splitlines() if ln.startswith(('__all__ =', ' ' * 11))]
     assert len(stmt) == 3 and all(len(ln) <= 120 for ln in stmt)
     assert names(stmt[0] + ''.join(stmt[1:])) == names(one_line)
+
+
+def test_kernel_cells_read_the_dataset_registry(monkeypatch, capsys):
+    "The cell run after a chapter prints core.noted_datasets(); a package without the registry means no datasets."
+    import types
+    from report import execute
+    from thu_big_data_ml import core
+    ns = {}
+    exec(execute.START_CELL, ns)
+    assert set(ns) == {'__builtins__'}                       # nothing added to the chapter's namespace
+    core.forget_datasets()
+    core.note_dataset(types.SimpleNamespace(name='toy', source='generated', n_users=3, n_items=4, train=[1, 2], test=None))
+    exec(execute.INFO_CELL, {'SCALE': 'small'})
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info['datasets'] == [{'name': 'toy', 'source': 'generated', 'n_users': 3, 'n_items': 4, 'n_train': 2,
+                                 'n_test': None}] and info['scale'] == 'small' and info['machine']
+    core.forget_datasets()
+    old = types.ModuleType('thu_big_data_ml.core')           # an older package: no noted_datasets
+    monkeypatch.setitem(sys.modules, 'thu_big_data_ml.core', old)
+    exec(execute.INFO_CELL, {})
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info == {'datasets': [], 'machine': None, 'scale': None}
