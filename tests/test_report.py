@@ -385,7 +385,8 @@ def test_kernel_cells_read_the_dataset_registry(monkeypatch, capsys):
     exec(execute.START_CELL, ns)
     assert set(ns) == {'__builtins__'}                       # nothing added to the chapter's namespace
     core.forget_datasets()
-    core.note_dataset(types.SimpleNamespace(name='toy', source='generated', n_users=3, n_items=4, train=[1, 2], test=None))
+    toy = types.SimpleNamespace(name='toy', source='generated', n_users=3, n_items=4, train=[1, 2], test=None)
+    core.note_dataset(toy)
     exec(execute.INFO_CELL, {'SCALE': 'small'})
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info['datasets'] == [{'name': 'toy', 'source': 'generated', 'n_users': 3, 'n_items': 4, 'n_train': 2,
