@@ -52,6 +52,8 @@ export: install
 	$(BIN)/nbdev_export
 	$(BIN)/python tools/rewrap_all.py
 
+# Where quarto is on PATH, build_report.py renders the book of ./_quarto.yml from the repository root (nbdev_proc_nbs,
+# then quarto render); otherwise the standard-tools fallback (tools/report/: nbclient, HTML, pandoc -> typst).
 report: install system-deps data
 	$(BIN)/python tools/build_report.py
 
