@@ -308,6 +308,70 @@ def test_nested_cv_movielens_one_fold():
     assert 0.85 < cv['test RMSE'].iloc[0] < 1.1
 
 
+def _nested_cv_movielens_old_loop(variant, grid, max_folds=5, sweeps=15, tol=1e-5):
+    "The loop `mf.nested_cv_movielens` ran before it moved onto `protocol.nested_cv` (session 6), as the reference."
+    from thu_big_data_ml.data import holdout_split, kfold_splits, load_movielens
+    fit = lambda tr, **kw: fit_mf(tr, progress=False, **kw)
+    ml = load_movielens(variant)
+    rows = []
+    for f, (tr, te) in enumerate(kfold_splits(len(ml.train), k=5, seed=0)[:max_folds]):
+        tr_set, te_set = ml.train.subset(tr), ml.train.subset(te)
+        itr, iva = holdout_split(len(tr_set), 0.1, seed=f)
+        inner_, valid_ = tr_set.subset(itr), tr_set.subset(iva)
+        scores = {(k, lam, reg): evaluate(fit(inner_, k=k, lam=lam, reg=reg, method='als', biased=True,
+                                              max_iter=sweeps, tol=tol), valid_)['rmse'] for k, lam, reg in grid}
+        k, lam, reg = min(scores, key=scores.get)
+        m = fit(tr_set, k=k, lam=lam, reg=reg, method='als', biased=True, max_iter=sweeps, tol=tol)
+        rows.append({'data': variant, 'fold': f, 'k': k, 'lam': lam, 'reg': reg, 'val RMSE': scores[(k, lam, reg)],
+                     'test RMSE': evaluate(m, te_set)['rmse'], 'fit seconds': m.history.seconds.iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+def test_nested_cv_movielens_on_the_protocol_equals_the_old_loop():
+    "Same folds, same inner splits (seed = fold), same choice and scores: rows equal but the timing column."
+    pytest.importorskip('recbole')
+    from thu_big_data_ml.mf import nested_cv_movielens
+    grid = [(4, 10.0, 'uniform'), (4, 0.05, 'count'), (3, 1.0, 'uniform')]
+    new = nested_cv_movielens('100k', grid, max_folds=2, sweeps=3)
+    ref = _nested_cv_movielens_old_loop('100k', grid, max_folds=2, sweeps=3)
+    assert list(new.columns) == list(ref.columns)
+    pd.testing.assert_frame_equal(new.drop(columns='fit seconds').reset_index(drop=True),
+                                  ref.drop(columns='fit seconds'), check_exact=True)
+    assert (new['fit seconds'] > 0).all()
+
+
+def test_als_gram_blas_pointers_agree_with_numba_matmul():
+    "NumPy's and SciPy's sgemm behind `_als_rows` give numba's `Z.T @ Z` bit for bit (so ALS fits do not move)."
+    from numba import njit
+    from thu_big_data_ml.mf import _gram, _sgemm, _sgemm_scipy, one_blas_thread
+    at = njit(lambda Z: Z.T @ Z)
+    r = np.random.default_rng(0)
+    with one_blas_thread():
+        for m, k in ((690, 50), (37, 21), (5, 11), (1, 3), (300, 101)):
+            Z = r.normal(size=(m + 3, k)).astype(np.float32)          # only the first m rows enter
+            for fn, ints in (_sgemm(), _sgemm_scipy()):
+                G = np.full((k, k), np.nan, np.float32)
+                _gram(fn, Z, m, G, ints.copy(), np.array([1.0, 0.0], np.float32), np.array([78, 84], np.uint8))
+                np.testing.assert_array_equal(G, at(np.ascontiguousarray(Z[:m])))
+
+
+def test_fit_mf_cached_copy_in_main_hits_the_modules_cache(data, tmp_path, monkeypatch):
+    "A notebook kernel's copy of fit_mf_cached (defined in __main__) caches under the module's name: one fit, no miss."
+    import inspect
+    import thu_big_data_ml.mf as mf
+    monkeypatch.setenv('THU_BDML_CACHE', str(tmp_path))
+    ns = {'__name__': '__main__', 'Any': object, 'MFModel': MFModel}
+    exec(inspect.getsource(mf.fit_mf_cached), ns)                          # what the chapter's kernel defines
+    calls, real = [], mf.fit_mf
+    monkeypatch.setattr(mf, 'fit_mf', lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    kw = dict(k=3, lam=0.5, method='als', max_iter=2)
+    a = ns['fit_mf_cached'](data, **kw)
+    b = mf.fit_mf_cached(data, **kw)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(a.U, b.U)
+    assert [p.name for p in (tmp_path / 'calls').iterdir()] == ['thu_big_data_ml.mf._fit_kw']
+
+
 @pytest.mark.parametrize('d,dtype', [(1, np.float64), (7, np.float32), (21, np.float64)])
 def test_chol_solve_matches_numpy_solve(d, dtype):
     "The shared Cholesky helper (also chapter 04's block solver) against np.linalg.solve, and non-SPD reported."

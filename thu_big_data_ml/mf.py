@@ -5,6 +5,7 @@
 # %% ../nbs/03_matrix_factorization.ipynb #7afaa842
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -326,12 +327,83 @@ def _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a):
         se += e * e; wse += w[j] * e * e
     return se, wse
 
+# %% ../nbs/03_matrix_factorization.ipynb #0584d5d0
+@_jit(parallel=False)
+def _gram(gemm, Z, m, G, ints, consts, chars) -> None:
+    """G = Z[:m]^T Z[:m] (float32, k x k) by one GEMM call. Fortran reads the C-order Z as Z^T (k x m, leading
+    dimension k), so G = Z^T (Z^T)^T: transa 'N', transb 'T' (`chars`); `ints` (3 entries of the BLAS integer type)
+    and `consts` ([1, 0]: alpha, beta) are the caller's scratch for the by-reference arguments."""
+    k = Z.shape[1]
+    ints[0] = k; ints[1] = m; ints[2] = k                  # M = N = k, K = m, leading dimensions k
+    gemm(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[0:].ctypes, ints[1:].ctypes, consts[0:].ctypes,
+         Z.ctypes, ints[2:].ctypes, Z.ctypes, ints[2:].ctypes, consts[1:].ctypes, G.ctypes, ints[2:].ctypes)
+
+
+# %% ../nbs/03_matrix_factorization.ipynb #908db84f
+_GEMM_PROTO = ('c_void_p',) * 13     # sgemm's 13 by-reference arguments
+
+def _sgemm_scipy() -> tuple[Any, np.ndarray]:
+    "SciPy's float32 GEMM (`scipy.linalg.cython_blas.sgemm`, 32-bit integers) as a ctypes function, and its int type."
+    import ctypes
+
+    import scipy.linalg.cython_blas  # noqa: F401
+    from numba.extending import get_cython_function_address
+    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _GEMM_PROTO])
+    return proto(get_cython_function_address('scipy.linalg.cython_blas', 'sgemm')), np.zeros(3, np.int32)
+
+@functools.cache
+def _sgemm() -> tuple[Any, np.ndarray]:
+    """The float32 GEMM of `_als_rows` and a zero array of its integer type: NumPy's bundled OpenBLAS
+    (`scipy_sgemm_64_`, 64-bit integers) when the wheel ships it, else `_sgemm_scipy()`."""
+    import ctypes
+    import glob
+    import os
+    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _GEMM_PROTO])
+    root = os.path.dirname(np.__file__)
+    for path in sorted(glob.glob(os.path.join(root, '..', 'numpy.libs', 'libscipy_openblas64_*'))
+                       + glob.glob(os.path.join(root, '.dylibs', 'libscipy_openblas64_*'))):
+        try: f = ctypes.CDLL(path).scipy_sgemm_64_
+        except (OSError, AttributeError): continue
+        return proto(ctypes.cast(f, ctypes.c_void_p).value), np.zeros(3, np.int64)
+    return _sgemm_scipy()
+
+
+# %% ../nbs/03_matrix_factorization.ipynb #ee2f89b1
+@_jit(parallel=False, fastmath=_SAFE_MATH)
+def _lu_solve(A, shift, rhs, out, W) -> None:
+    """Solve (A + shift I) out = rhs by Gaussian elimination with partial pivoting in the float64 workspace `W`
+    (d x d, overwritten); all of `A` is read, any float dtype. A zero pivot (singular matrix) leaves `out` NaN."""
+    d = len(rhs)
+    for i in range(d):
+        for j in range(d): W[i, j] = np.float64(A[i, j]) + (shift if i == j else 0.0)
+        out[i] = rhs[i]
+    for c in range(d):
+        p = c
+        for r in range(c + 1, d):
+            if abs(W[r, c]) > abs(W[p, c]): p = r
+        if W[p, c] == 0.0:
+            out[:] = np.nan
+            return
+        if p != c:
+            for j in range(d): W[c, j], W[p, j] = W[p, j], W[c, j]
+            out[c], out[p] = out[p], out[c]
+        for r in range(c + 1, d):
+            f = W[r, c] / W[c, c]
+            for j in range(c, d): W[r, j] -= f * W[c, j]
+            out[r] -= f * out[c]
+    for i in range(d - 1, -1, -1):
+        acc = out[i]
+        for j in range(i + 1, d): acc -= W[i, j] * out[j]
+        out[i] = acc / W[i, i]
+
+
 # %% ../nbs/03_matrix_factorization.ipynb #b399b7bf
 @_jit()
-def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse):
+def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse, gemm, ints0):
     """Exact minimiser of J over every row of A (and bA when biased) with B fixed: one k x k solve per row, the Gram
-    Z^T Z by one BLAS call (float32), right-hand side and Cholesky (`_chol_solve`) in float64. Rows go in blocks,
-    each with its own workspace. With want_sse, also the (weighted) SSE of every rating at the new A."""
+    Z^T Z by one call of the float32 BLAS GEMM `gemm` (`_sgemm()`, integers of `ints0`'s type), right-hand side and
+    Cholesky (`_chol_solve`) in float64. Rows go in blocks, each with its own workspace. With want_sse, also the
+    (weighted) SSE of every rating at the new A."""
     n, k = A.shape
     kk = k + 1 if biased else k
     err = np.zeros((n, 2) if want_sse else (0, 2))
@@ -340,7 +412,8 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
         r0, r1 = c * n // n_blocks, (c + 1) * n // n_blocks
         m_max = 1
         for a in range(r0, r1): m_max = max(m_max, indptr[a + 1] - indptr[a])
-        Z = np.empty((m_max, kk), np.float32)
+        Z, G = np.empty((m_max, kk), np.float32), np.empty((kk, kk), np.float32)
+        ints, consts, chars = ints0.copy(), np.array([1.0, 0.0], np.float32), np.array([78, 84], np.uint8)  # 'N' 'T'
         rhs, y, L = np.empty(kk), np.empty(kk), np.empty((kk, kk))
         for a in range(r0, r1):
             lo, hi = indptr[a], indptr[a + 1]
@@ -348,13 +421,10 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
                 A[a, :] = 0.0; bA[a] = 0.0
                 continue
             _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs)
-            Zm = Z[:hi - lo]
-            G = Zm.T @ Zm
+            _gram(gemm, Z, hi - lo, G, ints, consts, chars)
             d = 2.0 * np.float64(lam) * np.float64(ra[a])
             if not _chol_solve(G, d, rhs, y, L):            # rounding broke positive definiteness: pivoted LU
-                G64 = G.astype(np.float64)
-                for f in range(kk): G64[f, f] += d
-                y[:] = np.linalg.solve(G64, rhs)
+                _lu_solve(G, d, rhs, y, L)
             for f in range(k): A[a, f] = y[f]
             if biased: bA[a] = y[k]
             if want_sse: err[a, 0], err[a, 1] = _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a)
@@ -508,14 +578,14 @@ class _NumbaEngine(_NumpyEngine):
         return 0.5 * wsse + self._reg(), sse
     track_half = False   # also J after the U-step (self.J_half; one more m k pass over the ratings)
     def als_sweep(self):
-        S, P, nb = self.S, self.P, self.nb
+        S, P, nb, blas = self.S, self.P, self.nb, _sgemm()
         mu = np.float32(self.mu if self.biased else 0.0); lam = np.float32(self.lam)
         with one_blas_thread():     # one BLAS thread per numba thread (else they oversubscribe the cores)
             _, w_half = nb['als_rows'](S['indptr_u'], S['item_u'], S['x_u'], S['w_u'], P['U'], P['V'], P['bu'], P['bi'],
-                                       mu, lam, self.ru, self.biased, self.o.weighted, self.track_half)
+                                       mu, lam, self.ru, self.biased, self.o.weighted, self.track_half, *blas)
             if self.track_half: self.J_half = 0.5 * w_half + self._reg()
             sse, wsse = nb['als_rows'](S['indptr_i'], S['user_i'], S['x_i'], S['w_i'], P['V'], P['U'], P['bi'], P['bu'],
-                                       mu, lam, self.ri, self.biased, self.o.weighted, True)
+                                       mu, lam, self.ri, self.biased, self.o.weighted, True, *blas)
         return 0.5 * wsse + self._reg(), sse     # J from the item pass itself: no extra pass over the ratings
     def value_only(self):
         P = self.P
@@ -946,9 +1016,12 @@ def _fit_kw(train: Any, kw: dict) -> MFModel:
 def fit_mf_cached(train: Any, **kw) -> MFModel:
     """`fit_mf` through `core.cached` (disk cache under data/cache, or `$THU_BDML_CACHE`): the key is the data, the
     arguments and the code of `mf` and of the package modules it imports, so the same call is fitted once and any
-    change to that code fits again."""
+    change to that code fits again. It always caches the module's `_fit_kw` (`thu_big_data_ml.mf._fit_kw`), also when
+    this function runs as a copy defined elsewhere (chapter 03's kernel executes its export cells in `__main__`): a
+    copy's own `_fit_kw` would be cached under another name and key, and chapter 08 would miss chapter 03's fits."""
+    from thu_big_data_ml import mf
     from thu_big_data_ml.core import cached
-    return cached(_fit_kw, deps=['mf'])(train, kw)
+    return cached(mf._fit_kw, deps=['mf'])(train, kw)
 
 # %% ../nbs/03_matrix_factorization.ipynb #07a1f6f9
 BIASED_CANDIDATES = ((30.0, 'uniform'), (10.0, 'uniform'), (1.0, 'uniform'),
@@ -981,24 +1054,22 @@ def choose_biased_mf(train: Any, k: int, candidates=BIASED_CANDIDATES, max_iter:
 # %% ../nbs/03_matrix_factorization.ipynb #82a4eb07
 def nested_cv_movielens(variant: str, grid, max_folds: int = 5, sweeps: int = 15, tol: float = 1e-5,
                         cache: bool = False) -> pd.DataFrame:
-    """Nested CV of biased ALS on MovieLens (`data.load_movielens(variant)`): on each of the first `max_folds` shared
-    folds (`kfold_splits(n, k=5, seed=0)`), choose (k, lam, reg) from `grid` on a 10% validation split of the fold's
-    training part (`holdout_split(., 0.1, seed=fold)`), refit on the whole training part, score the held-out fold
-    (`metrics.evaluate`). At most `sweeps` sweeps a fit, stopping at a relative change of J below `tol`;
-    `cache`: fits through `fit_mf_cached`. One row per fold."""
-    from thu_big_data_ml.data import holdout_split, kfold_splits, load_movielens
-    from thu_big_data_ml.metrics import evaluate
-    fit = fit_mf_cached if cache else (lambda tr, **kw: fit_mf(tr, progress=False, **kw))
+    """Nested CV of biased ALS on MovieLens (`data.load_movielens(variant)`) by `protocol.nested_cv`: on each of the
+    first `max_folds` shared folds (`kfold_splits(n, k=5, seed=0)`, passed as `splits`), choose (k, lam, reg) from
+    `grid` on a 10% validation split of the fold's training part, refit on the whole training part, score the
+    held-out fold (`metrics.evaluate`). The inner split is `holdout_split(., 0.1, seed=fold)`: `seed=-1`, as
+    `inner_splits` seeds `seed + 1 + fold` (inner seed = fold, as the chapter always used). At most `sweeps` sweeps a
+    fit, stopping at a relative change of J below `tol`; `cache`: fits through `fit_mf_cached`. One row per fold:
+    data, fold, k, lam, reg, val RMSE, test RMSE, fit seconds (the refit's training seconds)."""
+    from thu_big_data_ml.data import kfold_splits, load_movielens
+    from thu_big_data_ml.protocol import nested_cv
+    fit_fn = fit_mf_cached if cache else (lambda tr, **kw: fit_mf(tr, progress=False, **kw))
+    def fit(train, g: dict, **_) -> MFModel:
+        return fit_fn(train, k=g['k'], lam=g['lam'], reg=g['reg'], method='als', biased=True, max_iter=sweeps, tol=tol)
     ml = load_movielens(variant)
-    rows = []
-    for f, (tr, te) in enumerate(kfold_splits(len(ml.train), k=5, seed=0)[:max_folds]):
-        tr_set, te_set = ml.train.subset(tr), ml.train.subset(te)
-        itr, iva = holdout_split(len(tr_set), 0.1, seed=f)
-        inner_, valid_ = tr_set.subset(itr), tr_set.subset(iva)
-        scores = {(k, lam, reg): evaluate(fit(inner_, k=k, lam=lam, reg=reg, method='als', biased=True,
-                                              max_iter=sweeps, tol=tol), valid_)['rmse'] for k, lam, reg in grid}
-        k, lam, reg = min(scores, key=scores.get)
-        m = fit(tr_set, k=k, lam=lam, reg=reg, method='als', biased=True, max_iter=sweeps, tol=tol)
-        rows.append({'data': variant, 'fold': f, 'k': k, 'lam': lam, 'reg': reg, 'val RMSE': scores[(k, lam, reg)],
-                     'test RMSE': evaluate(m, te_set)['rmse'], 'fit seconds': m.history.seconds.iloc[-1]})
-    return pd.DataFrame(rows)
+    res = nested_cv(ml.train, [dict(k=k, lam=lam, reg=reg) for k, lam, reg in grid], fit, inner=0.1, seed=-1,
+                    splits=kfold_splits(len(ml.train), k=5, seed=0)[:max_folds],
+                    describe=lambda m, _: {'fit seconds': m.history.seconds.iloc[-1]})
+    res = res.rename(columns={'inner_score': 'val RMSE', 'test_rmse': 'test RMSE'}).assign(data=variant)
+    return res[['data', 'fold', 'k', 'lam', 'reg', 'val RMSE', 'test RMSE', 'fit seconds']]
+
