@@ -286,3 +286,29 @@ def test_spark_fingerprint_names_the_plan():
     a = C.spark_fingerprint(tr, tr, 20, 5.0, (0.05, 0.1), 10)
     assert a == C.spark_fingerprint(tr, tr, 20, 5, [0.05, 0.1], 10)
     assert a != C.spark_fingerprint(tr, tr, 20, 2.0, (0.05, 0.1), 10)
+
+
+def test_chapter_03s_kernel_copies_leave_fits_that_08s_module_call_reuses(tmp_path, monkeypatch):
+    """Chapter 03's kernel runs its export cells, so it calls `__main__` copies of choose_biased_mf and fit_mf_cached;
+    chapter 08 calls the module's. Both must key the same cache entries: 08 fits nothing (the 50 s miss of session 5)."""
+    import inspect
+    import thu_big_data_ml.mf as mf
+    monkeypatch.setenv('THU_BDML_CACHE', str(tmp_path))
+    ns = {'__name__': '__main__'}
+    exec('from typing import Any\nimport pandas as pd\n'
+         'from thu_big_data_ml.mf import BIASED_CANDIDATES, MFModel, fit_mf', ns)
+    for f in (mf._fit_kw, mf.fit_mf_cached, mf.choose_biased_mf): exec(inspect.getsource(f), ns)   # as 03's kernel does
+    calls, real = [], mf.fit_mf
+    monkeypatch.setattr(mf, 'fit_mf', lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    ns['fit_mf'] = mf.fit_mf
+    rng = np.random.default_rng(5)
+    u, i = rng.integers(0, 50, 1200), rng.integers(0, 30, 1200)
+    key = np.unique(u * 30 + i)
+    tr = Interactions(key // 30, key % 30, rng.integers(1, 6, len(key)), None, 50, 30)
+    cands = ((10.0, 'uniform'), (0.1, 'count'))
+    a, tab_a = ns['choose_biased_mf'](tr, k=3, candidates=cands, max_iter=20, cache=True)     # chapter 03
+    assert len(calls) == len(cands) + 1
+    b, tab_b = mf.choose_biased_mf(tr, k=3, candidates=cands, max_iter=20, cache=True)        # chapter 08
+    assert len(calls) == len(cands) + 1                                                        # every fit a cache hit
+    pd.testing.assert_frame_equal(tab_a, tab_b)
+    np.testing.assert_array_equal(a.U, b.U)

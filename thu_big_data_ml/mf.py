@@ -598,6 +598,32 @@ class _NumbaEngine(_NumpyEngine):
         if not self.biased: P.pop('bu'); P.pop('bi')
         return P
 
+# %% ../nbs/03_matrix_factorization.ipynb #e4fac572
+def _data_term(p: dict, u, i, x, w, mu, biased: bool, m=None) -> tuple:
+    """The data term of J on observed entries, (1/2 sum w e^2, sum e^2) with e = pred - x (times the padding mask `m`
+    when given) and pred = U[u].V[i] (+ mu + bu[u] + bi[i]): written once for JAX and PyTorch arrays (indexing, `*`,
+    `.sum`: the operations both namespaces share, so no namespace argument is needed)."""
+    pred = (p['U'][u] * p['V'][i]).sum(1)
+    if biased: pred = pred + mu + p['bu'][u] + p['bi'][i]
+    e = pred - x if m is None else m * (pred - x)
+    return 0.5 * (w * e * e).sum(), (e * e).sum()
+
+
+# %% ../nbs/03_matrix_factorization.ipynb #ab77a681
+def _dense_term(p: dict, X, W, M, mu, biased: bool) -> tuple:
+    "The same on the dense layout (the earlier coursework's): E = M o (U V^T [+ mu + bu + bi^T] - X)."
+    pred = p['U'] @ p['V'].T
+    if biased: pred = pred + mu + p['bu'][:, None] + p['bi'][None, :]
+    E = M * (pred - X)
+    return 0.5 * (W * E * E).sum(), (E * E).sum()
+
+
+# %% ../nbs/03_matrix_factorization.ipynb #bd035d74
+def _penalty(p: dict, mult: dict, lam) -> Any:
+    "lam sum_k mult_k |p_k|^2, the penalty of J with per-row multipliers `mult` (JAX or PyTorch)."
+    return lam * sum((mult[kk] * v * v).sum() for kk, v in p.items())
+
+
 # %% ../nbs/03_matrix_factorization.ipynb #879229db
 class _NumpyOpt:
     "The handout's GD update or Adam (same formulas as optax.adam / torch.optim.Adam) on NumPy parameters."
@@ -635,28 +661,22 @@ class _JaxEngine:
         lam = np.float32(lam); mu = np.float32(mu)
         ru, ri = (jnp.asarray(a) for a in _reg_weights(o, reg))
         mult = {'U': ru[:, None], 'bu': ru, 'V': ri[:, None], 'bi': ri}
-        def reg(p): return lam * sum(jnp.sum(mult[kk] * v * v) for kk, v in p.items())
+        def reg(p): return _penalty(p, mult, lam)
         if layout == 'dense':
             X = np.zeros((o.n_users, o.n_items), np.float32); X[o.user, o.item] = o.rating
             W = np.zeros((o.n_users, o.n_items), np.float32); W[o.user, o.item] = o.weight
             M = np.zeros((o.n_users, o.n_items), np.float32); M[o.user, o.item] = 1
             self.data = (jnp.asarray(X), jnp.asarray(W), jnp.asarray(M))
             def loss(p, X, W, M):
-                pred = p['U'] @ p['V'].T
-                if biased: pred = pred + mu + p['bu'][:, None] + p['bi'][None, :]
-                E = M * (pred - X)
-                return 0.5 * jnp.sum(W * E * E) + reg(p), jnp.sum(E * E)
+                d, s = _dense_term(p, X, W, M, mu, biased)
+                return d + reg(p), s
         else:
             n = len(o); nc = max(1, -(-n // chunk)); c = -(-n // nc); pad = nc * c - n
             def padded(a, fill=0): return jnp.asarray(np.concatenate([a, np.full(pad, fill, a.dtype)]).reshape(nc, c))
             self.data = (padded(o.user.astype(np.int32)), padded(o.item.astype(np.int32)), padded(o.rating),
                          padded(o.weight), padded(np.ones(n, np.float32)))
             @jax.checkpoint
-            def chunk_loss(p, u, i, x, w, m):
-                pred = jnp.sum(p['U'][u] * p['V'][i], axis=1)
-                if biased: pred = pred + mu + p['bu'][u] + p['bi'][i]
-                e = m * (pred - x)
-                return 0.5 * jnp.sum(w * e * e), jnp.sum(e * e)
+            def chunk_loss(p, u, i, x, w, m): return _data_term(p, u, i, x, w, mu, biased, m)
             def loss(p, U_, I_, X_, W_, M_):
                 if nc == 1: d, s = chunk_loss(p, U_[0], I_[0], X_[0], W_[0], M_[0])
                 else:
@@ -704,25 +724,17 @@ class _TorchEngine:
     def value_grad(self):
         p = self.P
         self.opt.zero_grad(set_to_none=False)
-        reg = self.lam * sum((self.mult[kk] * v * v).sum() for kk, v in p.items())
+        reg = _penalty(p, self.mult, self.lam)
         reg.backward()
         J, sse = float(reg.detach()), 0.0
         if self.layout == 'dense':
-            X, W, M = self.data
-            pred = p['U'] @ p['V'].T
-            if self.biased: pred = pred + self.mu + p['bu'][:, None] + p['bi'][None, :]
-            E = M * (pred - X)
-            d = 0.5 * (W * E * E).sum(); d.backward()
-            J += float(d.detach()); sse += float((E.detach() ** 2).sum())
-            return J, sse
+            d, s = _dense_term(p, *self.data, self.mu, self.biased); d.backward()
+            return J + float(d.detach()), float(s.detach())
         u, i, x, w = self.data
         for s in range(0, len(x), self.chunk):
             sl = slice(s, s + self.chunk)
-            pred = (p['U'][u[sl]] * p['V'][i[sl]]).sum(1)
-            if self.biased: pred = pred + self.mu + p['bu'][u[sl]] + p['bi'][i[sl]]
-            e = pred - x[sl]
-            d = 0.5 * (w[sl] * e * e).sum(); d.backward()
-            J += float(d.detach()); sse += float((e.detach() ** 2).sum())
+            d, s = _data_term(p, u[sl], i[sl], x[sl], w[sl], self.mu, self.biased); d.backward()
+            J += float(d.detach()); sse += float(s.detach())
         return J, sse
     def update(self): self.opt.step()
     def params(self): return {kk: v.detach().cpu().numpy().astype(np.float32, copy=True) for kk, v in self.P.items()}
