@@ -348,3 +348,22 @@ def test_ranking_metrics_vectorised_equals_per_user_loops(seed):
     got = ranking_metrics(lambda u: S[u], tr, te, ks=(3, 10), batch=7)
     ref = _ranking_reference(lambda u: S[u], tr, te, ks=(3, 10))
     for key, v in ref.items(): assert np.isclose(got[key], v, rtol=1e-12), key
+
+
+# ---------------------------------------------------------------- UMAP: the NumPy kNN lent to umap-learn
+
+def test_knn_indices_equal_umap_numba_kernel_and_umap_2d_equals_plain_umap():
+    "Issue 17: `_knn_indices` = umap-learn's `fast_knn_indices` (ties, inf); `umap_2d` = an unpatched UMAP, bit for bit."
+    import umap
+    import umap.umap_ as uu
+    from scipy.spatial.distance import cdist
+    from thu_big_data_ml.latent import _knn_indices, umap_2d
+    r = np.random.default_rng(3)
+    d = np.round(r.random((40, 40)), 1); d[3, 5] = np.inf                   # many ties and one disconnected pair
+    np.testing.assert_array_equal(_knn_indices(d, 7), uu.fast_knn_indices(d, 7))
+    x = r.normal(size=(70, 5)); dx = cdist(x, x)
+    for inp, pre in ((x, False), (dx, True)):
+        plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1,
+                          metric='precomputed' if pre else 'euclidean').fit_transform(inp)
+        np.testing.assert_array_equal(umap_2d(inp, precomputed=pre, seed=0), plain)
+    assert uu.fast_knn_indices is not _knn_indices                           # umap-learn gets its kernel back

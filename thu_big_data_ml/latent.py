@@ -518,6 +518,12 @@ def kernel_mds(x, precomputed: bool = False, kernel: str = 'classical', gamma: f
     else: raise ValueError(f"kernel must be 'classical' or 'rbf', got {kernel!r}")
     return KernelPCA(2, kernel='precomputed', eigen_solver='dense', random_state=seed).fit_transform(k)
 
+# %% ../nbs/07_latent_spaces.ipynb #a7e3c9d1b2f4
+def _knn_indices(d: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """umap-learn's `fast_knn_indices` in NumPy: per row of a distance matrix, the `n_neighbors` smallest by a stable
+    (merge) sort, int32. The same indices as its numba kernel, whose first call compiles for about 6 s."""
+    return np.argsort(d, axis=1, kind='mergesort')[:, :n_neighbors].astype(np.int32)
+
 # %% ../nbs/07_latent_spaces.ipynb #9302e002
 def umap_2d(x, precomputed: bool = False, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
             **kw) -> np.ndarray:
@@ -529,8 +535,12 @@ def umap_2d(x, precomputed: bool = False, seed: int = 0, n_neighbors: int = 15, 
         import umap
         n_neighbors = int(min(n_neighbors, len(x) - 1))
         if n_neighbors < 2: raise ValueError(f'UMAP needs at least 3 points, got {len(x)}')
-        return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1,
-                         metric='precomputed' if precomputed else 'euclidean', **kw).fit_transform(x)
+        import umap.umap_ as uu
+        compiled, uu.fast_knn_indices = uu.fast_knn_indices, _knn_indices   # same indices, no numba compile
+        try:
+            return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1,
+                             metric='precomputed' if precomputed else 'euclidean', **kw).fit_transform(x)
+        finally: uu.fast_knn_indices = compiled
 
 # %% ../nbs/07_latent_spaces.ipynb #331ff187
 def _warp_epoch(indptr, indices, weights, P, Q, order, rand, lr, margin, max_trials, lam, harmonic, max_norm):
@@ -586,10 +596,13 @@ def _warp_epoch(indptr, indices, weights, P, Q, order, rand, lr, margin, max_tri
 _WARP_KERNEL: list = []
 
 def _numba_warp():
-    "`_warp_epoch` compiled by numba on first use and kept in memory (nothing is written to disk)."
+    """`_warp_epoch` compiled by numba on first use, with numba's disk cache next to the module (as `mf._jit`: numba
+    recompiles when the module file changes); code without a file (an exec'd notebook cell) compiles in memory."""
     if not _WARP_KERNEL:
         import numba
-        _WARP_KERNEL.append(numba.njit(cache=False)(_warp_epoch))
+        try: kernel = numba.njit(cache=True)(_warp_epoch)
+        except RuntimeError: kernel = numba.njit(_warp_epoch)
+        _WARP_KERNEL.append(kernel)
     return _WARP_KERNEL[0]
 
 # %% ../nbs/07_latent_spaces.ipynb #0af2928d
