@@ -47,10 +47,8 @@ system-deps:
 data: install
 	$(BIN)/python -c "from thu_big_data_ml.data import prepare_default_data; prepare_default_data()"
 
-# nbdev_export, then nbdev's over-long `__all__` line of each module rewrapped to ruff's 120 columns
 export: install
 	$(BIN)/nbdev_export
-	$(BIN)/python tools/rewrap_all.py
 
 # Where quarto is on PATH, build_report.py renders the book of ./_quarto.yml from the repository root (nbdev_proc_nbs,
 # then quarto render); otherwise the standard-tools fallback (tools/report/: nbclient, HTML, pandoc -> typst).

@@ -18,8 +18,8 @@ from .data import holdout_split
 from .metrics import check_pairs, check_triples, evaluate, score, seen_counts, unseen_info
 
 # %% auto #0
-__all__ = ['BACKENDS', 'FULL_FIT', 'LAM_GRID', 'item_matrix', 'init_params', 'forward', 'objective', 'adam',
-           'gradients', 'AutoRecModel', 'fit_autorec', 'nested_autorec', 'protocols', 'results_fingerprint']
+__all__ = ['BACKENDS', 'FULL_FIT', 'LAM_GRID', 'item_matrix', 'init_params', 'forward', 'objective', 'adam', 'gradients',
+           'AutoRecModel', 'fit_autorec', 'nested_autorec', 'protocols', 'results_fingerprint']
 
 # %% ../nbs/03a_autoencoder.ipynb #69b61fe2
 def item_matrix(train: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -20,8 +20,8 @@ from .regularization import fit_regularized
 from .selection import SparseKFold, make_study, paired_tests, run_study, study_storage, suggest
 
 # %% auto #0
-__all__ = ['BOOK_SPACE', 'BOOK_PLAN', 'CLAIMS', 'scaled_space', 'fit_book', 'inner_folds', 'fold_scores',
-           'book_objective', 'trials_frame', 'check_claims', 'run_book_study', 'book_fingerprint']
+__all__ = ['BOOK_SPACE', 'BOOK_PLAN', 'CLAIMS', 'scaled_space', 'fit_book', 'inner_folds', 'fold_scores', 'book_objective',
+           'trials_frame', 'check_claims', 'run_book_study', 'book_fingerprint']
 
 # %% ../nbs/05a_book_hpo.ipynb #3f4333e7
 BOOK_SPACE = {'lr': ('float', 0.6, 2.25), 'steps': ('int', 1000, 3000), 'k': ('int', 15, 80),

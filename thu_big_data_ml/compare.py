@@ -24,12 +24,12 @@ from numba import njit, prange
 from .metrics import RATING_RANGE, check_pairs, evaluate, rmse, score, unseen_info  # one RMSE, one clip
 
 # %% auto #0
-__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'REG_KINDS', 'TIME_VARIANTS', 'validation_split', 'choose_lam',
-           'PeakMemory', 'nested_user_subsets', 'loglog_slope', 'measure', 'scaling_study', 'scaling_slopes',
-           'extrapolate', 'head_to_head', 'bucket_labels', 'rmse_by_bucket', 'cold_split', 'nearest_items',
-           'latent_extremes', 'factor_dot', 'TimeAwareMF', 'fit_time_mf', 'time_ablation', 'refit_chosen',
-           'biased_mf_inner', 'title_tokens', 'title_similarity', 'transfer_by_titles', 'spark_available',
-           'spark_session', 'spark_als', 'spark_study', 'spark_fingerprint']
+__all__ = ['PAPER_COMPLEXITY', 'DEFAULT_EDGES', 'REG_KINDS', 'TIME_VARIANTS', 'validation_split', 'choose_lam', 'PeakMemory',
+           'nested_user_subsets', 'loglog_slope', 'measure', 'scaling_study', 'scaling_slopes', 'extrapolate',
+           'head_to_head', 'bucket_labels', 'rmse_by_bucket', 'cold_split', 'nearest_items', 'latent_extremes',
+           'factor_dot', 'TimeAwareMF', 'fit_time_mf', 'time_ablation', 'refit_chosen', 'biased_mf_inner',
+           'title_tokens', 'title_similarity', 'transfer_by_titles', 'spark_available', 'spark_session', 'spark_als',
+           'spark_study', 'spark_fingerprint']
 
 # %% ../nbs/08_comparison.ipynb #8e246145
 def validation_split(train: Any, fraction: float = 0.1, seed: int = 0) -> tuple[Any, Any]:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'ENV_RESULTS', 'ENV_SCALE', 'project_root', 'data_dir', 'cache_dir',
-           'runs_dir', 'memory', 'file_digest', 'code_digest', 'CacheWarning', 'cached', 'clear_cache',
-           'seed_everything', 'jax_keys', 'torch_device', 'machine_info', 'Timer', 'note_dataset', 'noted_datasets',
-           'forget_datasets', 'results_dir', 'data_fingerprint', 'write_results', 'lookup_results', 'report_scale',
-           'scale_banner', 'chapter_scale']
+__all__ = ['ENV_DATA', 'ENV_CACHE', 'ENV_RUNS', 'ENV_RESULTS', 'ENV_SCALE', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
+           'memory', 'file_digest', 'code_digest', 'CacheWarning', 'cached', 'clear_cache', 'seed_everything',
+           'jax_keys', 'torch_device', 'machine_info', 'Timer', 'note_dataset', 'noted_datasets', 'forget_datasets',
+           'results_dir', 'data_fingerprint', 'write_results', 'lookup_results', 'report_scale', 'scale_banner',
+           'chapter_scale']
 
 # %% ../nbs/00_core.ipynb #8429d492
 ENV_DATA, ENV_CACHE, ENV_RUNS = 'THU_BDML_DATA', 'THU_BDML_CACHE', 'THU_BDML_RUNS'

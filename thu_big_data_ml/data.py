@@ -31,9 +31,9 @@ from .metrics import rmse
 from .core import ENV_CACHE, CacheWarning, cache_dir, cached, data_dir, file_digest, note_dataset
 
 # %% auto #0
-__all__ = ['COURSE_FILES', 'EPOCH', 'MAX_ID', 'YEARS', 'DATES', 'BOM', 'MOVIELENS', 'DEFAULT_COURSE_URLS',
-           'DataFormatError', 'detect_encoding', 'read_users', 'read_ratings_file', 'read_titles', 'Interactions',
-           'RatingData', 'course_summary', 'read_course_files', 'NetflixShape', 'expected_rating', 'noise_floor',
+__all__ = ['COURSE_FILES', 'EPOCH', 'MAX_ID', 'YEARS', 'DATES', 'BOM', 'MOVIELENS', 'DEFAULT_COURSE_URLS', 'DataFormatError',
+           'detect_encoding', 'read_users', 'read_ratings_file', 'read_titles', 'Interactions', 'RatingData',
+           'course_summary', 'read_course_files', 'NetflixShape', 'expected_rating', 'noise_floor',
            'generate_netflix_like', 'load_truth', 'generated_dir', 'course_dir', 'load_course_data',
            'prepare_default_data', 'describe_source', 'load_movielens', 'kfold_splits', 'holdout_split',
            'download_file', 'download_course_files', 'read_netflix_prize']

@@ -20,9 +20,9 @@ from .data import holdout_split, kfold_splits
 from .metrics import RATING_RANGE, check_index, check_pairs, check_triples, score, seen_counts, unseen_info
 
 # %% auto #0
-__all__ = ['TERMS', 'FEATURE_SETS', 'LINEAR_ONLY', 'Block', 'check_blocks', 'class_probabilities', 'FMPosterior',
-           'sample_fm', 'feature_terms', 'RatingFeatures', 'BayesFM', 'fit_bayes_fm', 'movielens_side',
-           'predictive_interval', 'myfm_split', 'feature_table', 'course_side', 'nested_cv_fm']
+__all__ = ['TERMS', 'FEATURE_SETS', 'LINEAR_ONLY', 'Block', 'check_blocks', 'class_probabilities', 'FMPosterior', 'sample_fm',
+           'feature_terms', 'RatingFeatures', 'BayesFM', 'fit_bayes_fm', 'movielens_side', 'predictive_interval',
+           'myfm_split', 'feature_table', 'course_side', 'nested_cv_fm']
 
 # %% ../nbs/11_factorization_machines.ipynb #e38f6abe
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 # %% auto #0
-__all__ = ['RATING_RANGE', 'check_index', 'check_pairs', 'Triples', 'check_triples', 'rmse', 'mae', 'Predictor',
-           'Estimator', 'seen_counts', 'unseen_info', 'score', 'evaluate']
+__all__ = ['RATING_RANGE', 'check_index', 'check_pairs', 'Triples', 'check_triples', 'rmse', 'mae', 'Predictor', 'Estimator',
+           'seen_counts', 'unseen_info', 'score', 'evaluate']
 
 # %% ../nbs/00_metrics.ipynb #a1c48fd6
 RATING_RANGE = (1.0, 5.0)

@@ -19,9 +19,9 @@ from numba import njit, prange
 from .metrics import check_pairs, check_triples, rmse, score, unseen_info
 
 # %% auto #0
-__all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'BIASED_CANDIDATES', 'objective',
-           'init_factors', 'gradients', 'MFModel', 'one_blas_thread', 'DivergenceWarning', 'divergence_reason',
-           'gd_step_size', 'fit_mf', 'epoch_seconds', 'fit_mf_cached', 'choose_biased_mf', 'nested_cv_movielens']
+__all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'BIASED_CANDIDATES', 'objective', 'init_factors',
+           'gradients', 'MFModel', 'one_blas_thread', 'DivergenceWarning', 'divergence_reason', 'gd_step_size',
+           'fit_mf', 'epoch_seconds', 'fit_mf_cached', 'choose_biased_mf', 'nested_cv_movielens']
 
 # %% ../nbs/03_matrix_factorization.ipynb #653aa203
 @dataclass

@@ -22,9 +22,9 @@ from .data import (EPOCH, DataFormatError, Interactions, NetflixShape, RatingDat
                                   read_netflix_prize, read_titles)
 
 # %% auto #0
-__all__ = ['PRIZE_GENERATOR', 'BENCH_SIZES', 'PRIZE_DEPS', 'PrizeShape', 'simulate_prize', 'generate_prize',
-           'read_prize_ratings', 'read_probe', 'prize_key', 'prize_parquet', 'load_prize', 'time_methods',
-           'user_cf_wall', 'spark_als_parquet', 'prize_fingerprint', 'prize_folder', 'run_size']
+__all__ = ['PRIZE_GENERATOR', 'BENCH_SIZES', 'PRIZE_DEPS', 'PrizeShape', 'simulate_prize', 'generate_prize', 'read_prize_ratings',
+           'read_probe', 'prize_key', 'prize_parquet', 'load_prize', 'time_methods', 'user_cf_wall',
+           'spark_als_parquet', 'prize_fingerprint', 'prize_folder', 'run_size']
 
 # %% ../nbs/12_netflix_prize.ipynb #a6badaac
 @dataclass

@@ -22,10 +22,10 @@ from numba import prange
 from .mf import DivergenceWarning, _chol_solve, _jit, divergence_reason, one_blas_thread
 
 # %% auto #0
-__all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense',
-           'logistic_loss', 'regularized_loss', 'wals_weights', 'frequency_scale', 'lr_decay', 'lr_decay_schedule',
-           'observed_mse_torch', 'l2_term_torch', 'gramian_term_torch', 'logistic_loss_torch', 'RegMF', 'p_sale',
-           'fit_regularized', 'fit_regularized_als', 'regularizer_ablation', 'unobserved_stats', 'gramian_effect']
+__all__ = ['predict_observed', 'observed_mse', 'l2_term', 'bias_l2_term', 'gramian_term', 'gramian_term_dense', 'logistic_loss',
+           'regularized_loss', 'wals_weights', 'frequency_scale', 'lr_decay', 'lr_decay_schedule', 'observed_mse_torch',
+           'l2_term_torch', 'gramian_term_torch', 'logistic_loss_torch', 'RegMF', 'p_sale', 'fit_regularized',
+           'fit_regularized_als', 'regularizer_ablation', 'unobserved_stats', 'gramian_effect']
 
 # %% ../nbs/04_regularization.ipynb #e489267c
 def _jnp():

@@ -22,11 +22,11 @@ from .metrics import RATING_RANGE, check_index, evaluate
 from .regularization import fit_regularized_als
 
 # %% auto #0
-__all__ = ['DEFAULT_SPACE', 'NESTED_PLAN', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate',
-           'cv_summary', 'check_user_time', 'prequential_split', 'prequential_rejection', 'prequential_violations',
-           'study_storage', 'open_storage', 'make_study', 'fail_stale', 'run_study', 'suggest', 'als_objective',
-           'study_seconds', 'tune_cv', 'start_from', 'nested_fingerprint', 'pareto_frame', 'fig_pareto',
-           'DegenerateTestWarning', 'paired_tests']
+__all__ = ['DEFAULT_SPACE', 'NESTED_PLAN', 'concat_interactions', 'SparseKFold', 'check_scores', 'cross_validate', 'cv_summary',
+           'check_user_time', 'prequential_split', 'prequential_rejection', 'prequential_violations', 'study_storage',
+           'open_storage', 'make_study', 'fail_stale', 'run_study', 'suggest', 'als_objective', 'study_seconds',
+           'tune_cv', 'start_from', 'nested_fingerprint', 'pareto_frame', 'fig_pareto', 'DegenerateTestWarning',
+           'paired_tests']
 
 # %% ../nbs/05_model_selection.ipynb #66d9ba4e
 def concat_interactions(parts: list[Interactions]) -> Interactions:
