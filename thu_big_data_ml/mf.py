@@ -961,8 +961,7 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
     method: 'gd' (the handout's full-batch update with one learning rate), 'adam', or 'als' (exact block minimiser).
     backend: 'numba' (compiled sparse kernels, fastest on CPU), 'jax' (jit + value_and_grad + optax), 'torch'
     (autograd + torch.optim), 'numpy' (plain reference, small data), 'auto' = 'numba'. ALS runs on the numba
-    kernels for every backend but 'numpy'. layout: 'sparse' (observed entries) or 'dense' (masked full U V^T;
-    jax/torch).
+    kernels for every backend but 'numpy'. layout: 'sparse' (observed entries) or 'dense' (masked U V^T, jax/torch).
     Stops when |J_t - J_{t-1}| < tol * |J_{t-1}| (relative: J is a sum over all ratings) or, if given,
     < abs_tol (not before `min_iter` updates: from a small start GD first crawls off the saddle at U = V = 0, where J
     hardly changes), or after max_iter updates, or when J diverges (not finite, or above `DIVERGENCE_FACTOR` x its
@@ -979,8 +978,7 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
                     init_scale)
     o = _as_obs(train, weights)
     if len(o) == 0: raise ValueError("train has no ratings")
-    ov = _as_val(val, o)
-    backend = 'numba' if backend == 'auto' else backend
+    ov, backend = _as_val(val, o), ('numba' if backend == 'auto' else backend)
     P = _init_params(o, k, seed, init, init_scale, biased)
     mean = float(np.average(o.rating, weights=o.weight)) if o.weight.sum() > 0 else float(o.rating.mean())
     mu = mean if biased else 0.0
@@ -991,8 +989,7 @@ def fit_mf(train: Any, k: int = 50, lam: float = 0.01, method: str = 'gd', backe
     model = lambda Pn: MFModel(Pn['U'], Pn['V'], mu, Pn.get('bu'), Pn.get('bi'), config={'biased': biased},
                                user_count=uc, item_count=ic, train_mean=mean)
     small = lambda J, J_prev, t: t >= min_iter and abs(J - J_prev) < (tol * abs(J_prev) if abs_tol is None else abs_tol)
-    from tqdm.auto import tqdm
-    desc = f'MF {method}/{eng.name} k={k} lam={lam:g}'
+    from tqdm.auto import tqdm; desc = f'MF {method}/{eng.name} k={k} lam={lam:g}'
     with tqdm(total=max_iter, desc=desc, disable=not progress, leave=False) as bar:
         rows, reason, extra, best = _run_fit(eng, opt, list(P), method, model, o, ov, max_iter, small, accel,
                                              accel_window, bar)

@@ -396,14 +396,13 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
                     dense: bool | None = None) -> RegMF:
     """The book's regularized MF trained by gradient steps in JAX (`jit`, `value_and_grad`, `lax.scan`, optax).
 
-    loss: 'mse' (ratings) or 'logistic' (`train.rating` must be 0/1 labels). optimizer: 'adam' or 'sgd' (the book),
-    learning rate `lr` with the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None =
-    full batch, else random minibatches of that size. Every `eval_every` steps the history records each loss term,
-    train RMSE (unclipped), validation RMSE (clipped, as `metrics.evaluate`) or log-loss, the learning rate and seconds;
-    `callback(step, row)` may raise (e.g. `optuna.TrialPruned`) or return True to stop. dense: the data term through
-    the dense `U V^T` (None: automatic, `_use_dense`). No tolerance: config['stop_reason'] is 'max_iter', 'callback',
-    or 'diverged: ...' (loss not finite, or above 10 x its best; checked every step), which warns
-    (`DivergenceWarning`) and returns the best evaluated iterate."""
+    loss: 'mse' (ratings) or 'logistic' (0/1 labels). optimizer: 'adam' or 'sgd' (the book), learning rate `lr` with
+    the book's step decay (`decay_pct`, `period_length`; 1.0 = constant). batch_size: None = full batch, else random
+    minibatches. Every `eval_every` steps the history records each loss term, train RMSE (unclipped), validation RMSE
+    (clipped, as `metrics.evaluate`) or log-loss, the learning rate and seconds; `callback(step, row)` may raise (e.g.
+    `optuna.TrialPruned`) or return True to stop. dense: the data term through the dense `U V^T` (None: `_use_dense`).
+    No tolerance: config['stop_reason'] is 'max_iter', 'callback' or 'diverged: ...' (loss not finite or above 10 x its
+    best, checked every step: a `DivergenceWarning`, and the best evaluated iterate is returned)."""
     import jax
     import optax
     from tqdm.auto import tqdm
@@ -416,13 +415,12 @@ def fit_regularized(train: Any, k: int = 32, l2: float = 0.1, gram: float = 0.0,
              'dense': _use_dense(dense, batch_size, N, M, len(r))}
     sched = lr_decay_schedule(float(lr), float(decay_pct), float(period_length))
     opt = (optax.adam if optimizer == 'adam' else optax.sgd)(sched)
-    state, key = opt.init(params), jax.random.PRNGKey(seed)
+    state, key, vt = opt.init(params), jax.random.PRNGKey(seed), (None if val is None else _arrays(val, 'val'))
     run, objective = _scan_steps(opt, hyper, batch_size, len(r)), jax.jit(lambda p, b: regularized_loss(p, b, hyper)[1])
     cfg = dict(method='gradient', k=k, l2=l2, gram=gram, l2_bias=hyper['l2_bias'], freq_alpha=freq_alpha, biased=biased,
                loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, decay_pct=decay_pct,
                period_length=period_length, init_std=init_std, seed=seed, weighted=w is not None, dense=hyper['dense'])
     snap = lambda p, h=None: _to_model(p, mu, cfg, biased, h, uc, ic, mean)
-    vt = None if val is None else _arrays(val, 'val')
     rows, reason, s, J_step_best, t0 = [], 'max_iter', 0, math.inf, time.perf_counter()
     best = {'J': math.inf, 'step': None, 'params': None}
     bar = tqdm(total=steps, desc=f'JAX MF k={k}', disable=not progress, leave=False)
@@ -599,16 +597,14 @@ def fit_regularized_als(train: Any, k: int = 32, l2: float = 0.1, gram: float = 
     """Minimise the same objective as `fit_regularized` (squared loss) by exact alternating block solves.
 
     Each sweep solves every user's `(b_i, U_i)` with items fixed, then every item's; the Gramian enters as one k x k
-    matrix per sweep. Stops after `iters` sweeps ('max_iter'), when the relative change of J is below `tol`
-    ('converged'), when `callback(sweep, row)` returns True ('callback'; it may also raise, e.g. `optuna.TrialPruned`),
-    or when J is not finite or rises above 10 x its best ('diverged: ...', with a `DivergenceWarning` and the best
-    sweep's factors); config['stop_reason'] says which. The history's train RMSE is unclipped, its validation RMSE
-    clipped to the rating range (as `metrics.evaluate`).
+    matrix per sweep. Stops after `iters` sweeps ('max_iter'), at a relative change of J below `tol` ('converged'),
+    when `callback(sweep, row)` returns True ('callback'; it may also raise, e.g. `optuna.TrialPruned`), or when J is
+    not finite or above 10 x its best ('diverged: ...': a `DivergenceWarning`, the best sweep's factors returned);
+    config['stop_reason'] says which. History: train RMSE unclipped, validation RMSE clipped (as `metrics.evaluate`).
 
-    init: a fitted `RegMF` with the same k and index space to start from (a warm start along a regularization path:
-    its U, V and biases replace the random start). backend: 'numba' (the compiled block solver) or 'numpy' (the plain
-    reference). The sweeps run with one BLAS thread (`threadpoolctl`; numba's threads are the parallelism), restored
-    on return."""
+    init: a fitted `RegMF` with the same k and index space whose U, V and biases replace the random start (a warm start
+    along a regularization path). backend: 'numba' (the compiled block solver) or 'numpy' (the plain reference). The
+    sweeps run with one BLAS thread (`threadpoolctl`; numba's threads are the parallelism), restored on return."""
     from tqdm.auto import tqdm
     _check(k, ints={'iters': iters}, l2=l2, gram=gram, l2_bias=l2_bias, freq_alpha=freq_alpha, init_std=init_std,
            tol=tol)
