@@ -27,6 +27,7 @@ def _chapters(folder: Path) -> None:
         md('## Evidence\n\n| k | value |\n|---|---|\n| 20 | 1 |'),
         code("import numpy as np\nimport plotly.graph_objects as go\nrng = np.random.default_rng(0)\n"
              "y = rng.random(5)\nfig = go.Figure(go.Scatter(y=y, name='J'))\nfig.update_layout(title='Objective')\nfig"),
+        md('The sum is `{python} f"{float(y.sum()):.4f}"` (inline: `{python} __import__("IPython.display").display.Markdown("**INLINE-MD**")`).'),
         code("import pandas as pd\npd.DataFrame({'k': [20, 50], 'value': [round(float(y[0]), 4), 2.0]})"),
         code('#| hide\nhidden_marker = "HIDDEN-CELL-SOURCE"'),
         code("#| report: headline\nfrom IPython.display import Markdown\n"
@@ -87,6 +88,11 @@ def test_error_names_notebook_and_cell(tmp_path):
     assert r.returncode == 1
     assert re.search(r'05_broken\.ipynb: cell 2 .*y = x / 0.* failed: ZeroDivisionError', r.stdout), r.stdout
     assert (tmp_path / 'build' / 'failed' / '05_broken.ipynb').exists()
+
+
+def test_inline_values_reach_the_site(report):
+    page = (report['site'] / '01_alpha.html').read_text()
+    assert f"The sum is {report['headline']}" in page and '<strong>INLINE-MD</strong>' in page and '{python}' not in page
 
 
 def test_site_pages_navigation_and_no_cdn(report):
@@ -223,6 +229,43 @@ def test_budgets_summary_and_strict(tmp_path):
     r = _build(tmp_path, '--no-pdf')                 # cached now; not strict: the report still builds
     assert r.returncode == 0 and re.search(r'01_alpha\s+cached', r.stdout), r.stdout
     assert 'by the last build' not in r.stdout or 'to execute' in r.stdout
+
+
+def test_inline_expressions_run_at_their_cell_and_fill_the_prose():
+    "`{python} expr` in markdown (Quarto's syntax) is evaluated where the cell stands; prose edits around it stay cached."
+    nb = nbformat.v4.new_notebook(cells=[code('x = 2'), md('x is `{python} x` and twice `{python} f"{2 * x:.1f}"`.'),
+                                         code('x = 5')])
+    view, pos = build_report.code_view(nbformat.writes(nb))
+    cells = nbformat.reads(view, as_version=4).cells
+    assert pos == [0, 1, 2] and cells[1].source.startswith(build_report.INLINE_MARK)
+    import contextlib, io
+    ns, outs = {}, []
+    for c in cells:                       # run the view as a kernel would, recording stdout per cell
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            exec(c.source, ns)
+        c.outputs = [nbformat.v4.new_output('stream', name='stdout', text=buf.getvalue())] if buf.getvalue() else []
+    merged = nbformat.reads(build_report.merge_executed(nbformat.writes(nbformat.v4.new_notebook(cells=cells)),
+                                                        nbformat.writes(nb)), as_version=4)
+    assert merged.cells[1].source == 'x is 2 and twice 4.0.'      # the value at the cell, not after x = 5
+    assert 'x = 5' in merged.cells[2].source and ns['x'] == 5 and not any(k.startswith('__v') for k in ns)
+    edited = nbformat.v4.new_notebook(cells=[code('x = 2'), md('Now x is `{python} x` and twice `{python} f"{2 * x:.1f}"`!'),
+                                             code('x = 5')])
+    assert build_report.code_view(nbformat.writes(edited))[0] == view            # prose edit: same code view (cached)
+    changed = nbformat.v4.new_notebook(cells=[code('x = 2'), md('x is `{python} x + 1`.'), code('x = 5')])
+    assert build_report.code_view(nbformat.writes(changed))[0] != view           # expression edit: re-executes
+
+
+def test_long_cells_relay_their_tqdm_bars_to_the_build_log(capsys):
+    from report.execute import _TqdmRelay
+    relay = _TqdmRelay(every=3600, label=lambda i: i + 100)
+    bar = lambda t: {'msg_type': 'stream', 'content': {'name': 'stderr', 'text': t}}
+    assert relay.feed(bar('\rfit:  10%|#         | 1/10 [00:01<00:09, 1.0it/s]'), 3) == \
+        '      cell 103: fit:  10%|#         | 1/10 [00:01<00:09, 1.0it/s]'
+    assert relay.feed(bar('\rfit:  20%|##        | 2/10 [00:02<00:08, 1.0it/s]'), 3) is None    # throttled
+    assert relay.feed({'msg_type': 'stream', 'content': {'name': 'stdout', 'text': '50%|##'}}, 4) is None
+    assert relay.feed(bar('a warning, not a bar'), 5) is None
+    assert 'cell 103: fit:  10%' in capsys.readouterr().out
 
 
 def test_code_view_ignores_markdown_and_ids():

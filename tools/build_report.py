@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # the package tools/r
 from report.common import (METHOD_COLOURS, PDF_NAME, ROOT, BuildError, cell_directives, chapter_meta,  # noqa: E402,F401
                            chapter_notebooks, describe_datasets, log, machine_description, read_settings, recolour,
                            strip_directives)
-from report.execute import (INFO_CELL, START_CELL, budget_of, code_view, execute_all, fingerprint,  # noqa: E402,F401
+from report.execute import (INFO_CELL, INLINE_MARK, START_CELL, budget_of, code_view, execute_all, fingerprint,  # noqa: E402,F401
                             merge_executed, read_budgets, summary_table, without_slow_cells)
 from report.html_site import build_site  # noqa: E402
 from report.pdf import build_pdf, pandoc_path, typeset_chapters, typst_compat, typst_friendly_math  # noqa: E402,F401

@@ -97,7 +97,6 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
     `deps` is only part of the joblib cache key. Raises BuildError naming the cell on failure.
     """
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.reads(nb_json, as_version=4)
@@ -117,9 +116,10 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
             slow.append(line)
             log(line)
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', allow_errors=False,
-                            resources={'metadata': {'path': cwd}}, on_cell_execute=on_cell_execute,
-                            on_cell_executed=on_cell_executed)
+    client = _progress_client()(nb, timeout=timeout, kernel_name='python3', allow_errors=False,
+                                resources={'metadata': {'path': cwd}}, on_cell_execute=on_cell_execute,
+                                on_cell_executed=on_cell_executed)
+    client.relay = _TqdmRelay(label=lambda i: pos(i - 1))
     t0 = time.monotonic()
     logs = Path(failed_dir or cwd) / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
@@ -155,6 +155,41 @@ def _execute(nb_json: str, nb_name: str, cwd: str, deps: str, timeout: int, fail
     return {'nb': nbformat.writes(nb), 'info': info}
 
 
+class _TqdmRelay:
+    """Shows a long cell's tqdm bars in the build log: the latest bar text of a stderr stream, at most every `every`
+    seconds per cell (the notebook keeps the full output)."""
+
+    def __init__(self, every: float = 15.0, label=lambda i: i):
+        self.every, self.label, self.last = every, label, {}
+
+    def feed(self, msg: dict, cell_index: int) -> str | None:
+        if msg.get('msg_type') != 'stream' or msg.get('content', {}).get('name') != 'stderr':
+            return None
+        bars = [b.strip() for b in re.split(r'[\r\n]', msg['content'].get('text', '')) if '%|' in b or 'it/s]' in b]
+        now = time.monotonic()
+        if not bars or now - self.last.get(cell_index, now - self.every) < self.every:
+            self.last.setdefault(cell_index, now)
+            return None
+        self.last[cell_index] = now
+        line = f'      cell {self.label(cell_index)}: {bars[-1][:110]}'
+        log(line)
+        return line
+
+
+def _progress_client():
+    from nbclient import NotebookClient
+
+    class ProgressClient(NotebookClient):
+        "nbclient's client, relaying tqdm bars to the build log (`_TqdmRelay`)."
+        relay: _TqdmRelay | None = None
+
+        def output(self, outs, msg, display_id, cell_index):
+            if self.relay is not None:
+                self.relay.feed(msg, cell_index)
+            return super().output(outs, msg, display_id, cell_index)
+    return ProgressClient
+
+
 def _save_failed(nb, folder: Path, name: str) -> str:
     import nbformat
     try:
@@ -178,12 +213,33 @@ def without_slow_cells(nb_text: str) -> str:
     return nbformat.writes(nb)
 
 
+# Quarto's inline expressions in markdown, `{python} expr`: computed values in prose (the fallback evaluates them too).
+INLINE = re.compile(r'`\{python\}\s+([^`]+?)\s*`')
+INLINE_MARK = '# __report_inline__ (added by tools/build_report.py: the inline expressions of one markdown cell)'
+
+
+def inline_cell(exprs: list[str]) -> str:
+    """A code cell that prints the values of a markdown cell's inline expressions as a JSON list of markdown strings
+    (an `IPython.display.Markdown` as its text, anything else as `str`, as Quarto shows them). Nothing is left behind
+    in the chapter's namespace."""
+    items = ', '.join(f'({e})' for e in exprs)
+    return (INLINE_MARK + '\nprint(__import__("json").dumps([(__v.data if type(__v).__name__ == "Markdown" else str(__v))'
+            f' for __v in [{items}]]))')
+
+
 def code_view(nb_text: str) -> tuple[str, list[int]]:
     """The notebook with only its code cells (what execution depends on) and their positions in the full notebook.
-    Editing a markdown cell leaves this unchanged, so the chapter re-renders without re-executing."""
+    Editing a markdown cell leaves this unchanged, so the chapter re-renders without re-executing, unless the edit
+    changes the cell's inline expressions (`{python} expr`): those run as a code cell at the markdown cell's place."""
     import nbformat
     nb = nbformat.reads(nb_text, as_version=4)
-    keep = [k for k, c in enumerate(nb.cells) if c.cell_type == 'code']
+    keep = []
+    for k, c in enumerate(nb.cells):
+        if c.cell_type == 'code':
+            keep.append(k)
+        elif c.cell_type == 'markdown' and INLINE.search(c.source):
+            nb.cells[k] = nbformat.v4.new_code_cell(inline_cell(INLINE.findall(c.source)))
+            keep.append(k)
     nb.cells = [nb.cells[k] for k in keep]
     for j, c in enumerate(nb.cells):        # ids and metadata do not change what runs: fixed ids, no metadata
         c.id = f'code-{j}'; c.metadata = {}; c.outputs = []; c.execution_count = None
@@ -196,12 +252,27 @@ def merge_executed(executed_code_nb: str, nb_text: str) -> str:
     import nbformat
     ex = nbformat.reads(executed_code_nb, as_version=4)
     nb = nbformat.reads(nb_text, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == 'code']
+    code = [c for c in nb.cells if c.cell_type == 'code' or (c.cell_type == 'markdown' and INLINE.search(c.source))]
     if len(code) != len(ex.cells):
         raise BuildError(f'executed notebook has {len(ex.cells)} code cells, the source {len(code)}')
     for c, e in zip(code, ex.cells):
-        c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
+        if c.cell_type == 'markdown':
+            c.source = fill_inline(c.source, e)
+        else:
+            c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
     return nbformat.writes(nb)
+
+
+def fill_inline(source: str, executed) -> str:
+    """A markdown cell's source with each `{python} expr` replaced by its value from the executed inline cell."""
+    text = ''.join(o.get('text', '') for o in executed.get('outputs', [])
+                   if o.get('output_type') == 'stream' and o.get('name') == 'stdout')
+    try:
+        values = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BuildError(f'inline expressions gave no values: {INLINE.findall(source)}') from None
+    it = iter(values)
+    return INLINE.sub(lambda m: next(it), source)
 
 
 def read_budgets(nbs: Path) -> dict[str, float]:
