@@ -55,16 +55,27 @@ class PeakMemory:
     """Context manager measuring wall time and peak resident memory above the starting level (bytes).
 
     A background thread samples the process RSS every `interval` seconds (psutil), so allocations by numpy, numba
-    and torch all count; without psutil it falls back to `tracemalloc` (numpy allocations only)."""
+    and torch all count; without psutil it falls back to `tracemalloc` (numpy allocations only). The starting level
+    is taken after freed heap pages go back to the OS (`_release_free_heap`): memory reused from earlier frees
+    would otherwise not show up as a rise."""
     def __init__(self, interval: float = 0.002):
         if interval <= 0: raise ValueError(f"interval must be positive, got {interval}")
         self.interval = interval
         self.seconds = float('nan'); self.peak_bytes = 0; self.method = None
 
 # %% ../nbs/08_comparison.ipynb #fd345088
+def _release_free_heap() -> None:
+    "Return freed heap pages to the OS (glibc's `malloc_trim`; a no-op elsewhere)."
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 @patch
 def __enter__(self: PeakMemory) -> PeakMemory:
-    "Start the clock and the sampling thread (or tracemalloc)."
+    "Start the clock and the sampling thread (or tracemalloc), from the level after `_release_free_heap`."
+    _release_free_heap()
     try:
         import psutil
         self._proc = psutil.Process(); self.method = 'rss'
