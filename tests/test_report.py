@@ -36,6 +36,7 @@ def _chapters(folder: Path) -> None:
     nb2 = nbformat.v4.new_notebook(cells=[
         md('# Beta chapter\n\n> A chapter with plain output and a second figure.'),
         code("print('beta ran')"),
+        code('#| export\ndef beta_fn(x: int = 1) -> int:\n    "Beta\'s `x`, doubled."\n    return 2 * x'),
         code("from thu_big_data_ml.core import note_dataset\n"
              "class RatingData:  # stand-in with the data API's fields\n"
              "    def __init__(self):\n        self.name, self.source, self.n_users, self.n_items = 'toy', 'generated', 3, 4\n"
@@ -93,6 +94,15 @@ def test_error_names_notebook_and_cell(tmp_path):
 def test_inline_values_reach_the_site(report):
     page = (report['site'] / '01_alpha.html').read_text()
     assert f"The sum is {report['headline']}" in page and '<strong>INLINE-MD</strong>' in page and '{python}' not in page
+
+
+def test_export_cells_get_signature_and_docstring_blocks(report):
+    "As nbdev's show_doc after exported cells: public names, patched methods as Class.name, self dropped."
+    page = (report['site'] / '02_beta.html').read_text()
+    assert '<strong>beta_fn</strong>(x: int=1) -&gt; int' in page and 'doubled.' in page
+    src = ('#| export\n@patch\ndef fit(self: Model, k: int = 5) -> None:\n    "Fit."\n'
+           'def _private(): pass\nclass Box:\n    "A box."\n    def __init__(self, a, b=2): pass')
+    assert build_report.api_entries(src) == [('Model.fit', '(k: int=5) -> None', 'Fit.'), ('Box', '(a, b=2)', 'A box.')]
 
 
 def test_site_pages_navigation_and_no_cdn(report):

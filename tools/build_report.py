@@ -45,7 +45,7 @@ from report.common import (METHOD_COLOURS, PDF_NAME, ROOT, BuildError, cell_dire
                            strip_directives)
 from report.execute import (INFO_CELL, INLINE_MARK, START_CELL, budget_of, code_view, execute_all, fingerprint,  # noqa: E402,F401
                             merge_executed, read_budgets, summary_table, without_slow_cells)
-from report.html_site import build_site  # noqa: E402
+from report.html_site import api_entries, build_site  # noqa: E402,F401
 from report.pdf import build_pdf, pandoc_path, typeset_chapters, typst_compat, typst_friendly_math  # noqa: E402,F401
 from report.quarto import build_with_quarto  # noqa: E402
 

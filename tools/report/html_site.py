@@ -9,8 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .common import (PLOTLY_MIME, REPORT_DIR, WIDGET_MIME, _text, cell_visibility, chapter_meta, describe_datasets,
-                     describe_machine, log, recolour, strip_directives)
+from .common import (PLOTLY_MIME, REPORT_DIR, WIDGET_MIME, _text, cell_directives, cell_visibility, chapter_meta,
+                     describe_datasets, describe_machine, log, recolour, strip_directives)
 
 MATHJAX_SRC = Path('/usr/share/javascript/mathjax')
 
@@ -104,6 +104,45 @@ def render_output_html(o, figs: FigureCounter, stem: str) -> str:
     return ''
 
 
+def api_entries(source: str) -> list[tuple[str, str, str]]:
+    """(name, signature, docstring) of what an `#| export` cell defines for readers, by nbdev's rule (`show_doc` blocks
+    after exported cells: public names and dunders; a `@patch`ed function is `Class.name`). Parsed, not executed."""
+    import ast
+    try:
+        tree = ast.parse(strip_directives(source))
+    except SyntaxError:
+        return []
+    out = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if node.name.startswith('_') and not (node.name.startswith('__') and node.name.endswith('__')):
+            continue
+        name, fn = node.name, node
+        if isinstance(node, ast.ClassDef):
+            fn = next((b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == '__init__'), None)
+        elif any(isinstance(d, ast.Name) and d.id == 'patch' for d in node.decorator_list) and node.args.args:
+            owner = node.args.args[0].annotation
+            if owner is not None:
+                name = f'{ast.unparse(owner)}.{node.name}'
+        sig = ''
+        if fn is not None:
+            args = fn.args
+            if isinstance(node, ast.ClassDef) or name != node.name:     # drop self from methods and patches
+                args = ast.arguments(posonlyargs=args.posonlyargs, args=args.args[1:], vararg=args.vararg,
+                                     kwonlyargs=args.kwonlyargs, kw_defaults=args.kw_defaults, kwarg=args.kwarg,
+                                     defaults=args.defaults)
+            sig = f'({ast.unparse(args)})' + (f' -> {ast.unparse(fn.returns)}' if getattr(fn, 'returns', None) else '')
+        out.append((name, sig, ast.get_docstring(node) or ''))
+    return out
+
+
+def api_html(source: str) -> str:
+    "The signature/docstring blocks of an export cell (`api_entries`), as nbdev's `show_doc` shows them."
+    return ''.join(f'<div class="api"><p class="api-sig"><code><strong>{html.escape(n)}</strong>{html.escape(s)}</code>'
+                   f'</p>{md2html(d) if d else ""}</div>' for n, s, d in api_entries(source))
+
+
 def render_chapter_body(nb, stem: str) -> tuple[str, int]:
     """HTML of a chapter's cells; returns (html, number of plotly figures)."""
     figs, parts = FigureCounter(), []
@@ -123,6 +162,8 @@ def render_chapter_body(nb, stem: str) -> tuple[str, int]:
                           f'<pre class="code highlight">{_highlight(code)}</pre></details>')
             if show_out:
                 block += ''.join(render_output_html(o, figs, stem) for o in cell.get('outputs', []))
+            if 'export' in cell_directives(cell.source):
+                block += api_html(cell.source)
             if block:
                 parts.append(f'<div class="cell">{block}</div>')
     return '\n'.join(parts), figs.n
