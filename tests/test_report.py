@@ -244,10 +244,11 @@ def test_budgets_summary_and_strict(tmp_path):
 def test_inline_expressions_run_at_their_cell_and_fill_the_prose():
     "`{python} expr` in markdown (Quarto's syntax) is evaluated where the cell stands; prose edits around it stay cached."
     nb = nbformat.v4.new_notebook(cells=[code('x = 2'), md('x is `{python} x` and twice `{python} f"{2 * x:.1f}"`.'),
-                                         code('x = 5')])
+                                         code('x = 5'),
+                                         md("As Quarto: `{python} '**plain**'`, `{python} __import__('numpy').float64(0.5)`.")])
     view, pos = build_report.code_view(nbformat.writes(nb))
     cells = nbformat.reads(view, as_version=4).cells
-    assert pos == [0, 1, 2] and cells[1].source.startswith(build_report.INLINE_MARK)
+    assert pos == [0, 1, 2, 3] and cells[1].source.startswith(build_report.INLINE_MARK)
     import contextlib, io
     ns, outs = {}, []
     for c in cells:                       # run the view as a kernel would, recording stdout per cell
@@ -259,8 +260,9 @@ def test_inline_expressions_run_at_their_cell_and_fill_the_prose():
                                                         nbformat.writes(nb)), as_version=4)
     assert merged.cells[1].source == 'x is 2 and twice 4.0.'      # the value at the cell, not after x = 5
     assert 'x = 5' in merged.cells[2].source and ns['x'] == 5 and not any(k.startswith('__v') for k in ns)
+    assert merged.cells[3].source == 'As Quarto: \\*\\*plain\\*\\*, np.float64(0.5).'    # text escaped; repr, not str
     edited = nbformat.v4.new_notebook(cells=[code('x = 2'), md('Now x is `{python} x` and twice `{python} f"{2 * x:.1f}"`!'),
-                                             code('x = 5')])
+                                             code('x = 5'), nb.cells[3]])
     assert build_report.code_view(nbformat.writes(edited))[0] == view            # prose edit: same code view (cached)
     changed = nbformat.v4.new_notebook(cells=[code('x = 2'), md('x is `{python} x + 1`.'), code('x = 5')])
     assert build_report.code_view(nbformat.writes(changed))[0] != view           # expression edit: re-executes

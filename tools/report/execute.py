@@ -219,12 +219,22 @@ INLINE_MARK = '# __report_inline__ (added by tools/build_report.py: the inline e
 
 
 def inline_cell(exprs: list[str]) -> str:
-    """A code cell that prints the values of a markdown cell's inline expressions as a JSON list of markdown strings
-    (an `IPython.display.Markdown` as its text, anything else as `str`, as Quarto shows them). Nothing is left behind
-    in the chapter's namespace."""
+    """A code cell that prints the values of a markdown cell's inline expressions as a JSON list of markdown strings,
+    as Quarto shows them: an `IPython.display.Markdown` as its markdown; a `str` as plain text (its markdown
+    characters escaped); anything else by its `repr` (IPython's text/plain, e.g. `np.float64(0.5)`: format numbers
+    in the expression). Nothing is left behind in the chapter's namespace."""
     items = ', '.join(f'({e})' for e in exprs)
-    return (INLINE_MARK + '\nprint(__import__("json").dumps([(__v.data if type(__v).__name__ == "Markdown" else str(__v))'
-            f' for __v in [{items}]]))')
+    return (INLINE_MARK + '\nprint(__import__("json").dumps([(__v.data, 1) if type(__v).__name__ == "Markdown" else '
+            f'(__v if isinstance(__v, str) else repr(__v), 0) for __v in [{items}]]))')
+
+
+_MD_SPECIAL = re.compile(r'([\\`*_\[\]<>$|~#])')
+
+
+def _inline_value(value) -> str:
+    "A value from `inline_cell`: markdown as it is, plain text with its markdown characters escaped."
+    text, is_md = value if isinstance(value, list) else (value, 1)
+    return text if is_md else _MD_SPECIAL.sub(r'\\\1', text)
 
 
 def code_view(nb_text: str) -> tuple[str, list[int]]:
@@ -272,7 +282,7 @@ def fill_inline(source: str, executed) -> str:
     except (ValueError, IndexError):
         raise BuildError(f'inline expressions gave no values: {INLINE.findall(source)}') from None
     it = iter(values)
-    return INLINE.sub(lambda m: next(it), source)
+    return INLINE.sub(lambda m: _inline_value(next(it)), source)
 
 
 def read_budgets(nbs: Path) -> dict[str, float]:
