@@ -167,8 +167,7 @@ class _TqdmRelay:
             return None
         bars = [b.strip() for b in re.split(r'[\r\n]', msg['content'].get('text', '')) if '%|' in b or 'it/s]' in b]
         now = time.monotonic()
-        if not bars or now - self.last.get(cell_index, now - self.every) < self.every:
-            self.last.setdefault(cell_index, now)
+        if not bars or now - self.last.get(cell_index, -self.every) < self.every:
             return None
         self.last[cell_index] = now
         line = f'      cell {self.label(cell_index)}: {bars[-1][:110]}'
@@ -228,12 +227,17 @@ def inline_cell(exprs: list[str]) -> str:
             f'(__v if isinstance(__v, str) else repr(__v), 0) for __v in [{items}]]))')
 
 
+def _has_inline(cell) -> bool:
+    "A markdown cell with inline expressions: it runs as a code cell (`inline_cell`) at its place."
+    return cell.cell_type == 'markdown' and bool(INLINE.search(cell.source))
+
+
 _MD_SPECIAL = re.compile(r'([\\`*_\[\]<>$|~#])')
 
 
-def _inline_value(value) -> str:
-    "A value from `inline_cell`: markdown as it is, plain text with its markdown characters escaped."
-    text, is_md = value if isinstance(value, list) else (value, 1)
+def _inline_value(value: list) -> str:
+    "A `[text, is_markdown]` pair from `inline_cell`: markdown as it is, plain text with its markdown characters escaped."
+    text, is_md = value
     return text if is_md else _MD_SPECIAL.sub(r'\\\1', text)
 
 
@@ -247,7 +251,7 @@ def code_view(nb_text: str) -> tuple[str, list[int]]:
     for k, c in enumerate(nb.cells):
         if c.cell_type == 'code':
             keep.append(k)
-        elif c.cell_type == 'markdown' and INLINE.search(c.source):
+        elif _has_inline(c):
             nb.cells[k] = nbformat.v4.new_code_cell(inline_cell(INLINE.findall(c.source)))
             keep.append(k)
     nb.cells = [nb.cells[k] for k in keep]
@@ -262,11 +266,11 @@ def merge_executed(executed_code_nb: str, nb_text: str) -> str:
     import nbformat
     ex = nbformat.reads(executed_code_nb, as_version=4)
     nb = nbformat.reads(nb_text, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == 'code' or (c.cell_type == 'markdown' and INLINE.search(c.source))]
+    code = [c for c in nb.cells if c.cell_type == 'code' or _has_inline(c)]
     if len(code) != len(ex.cells):
         raise BuildError(f'executed notebook has {len(ex.cells)} code cells, the source {len(code)}')
     for c, e in zip(code, ex.cells):
-        if c.cell_type == 'markdown':
+        if _has_inline(c):
             c.source = fill_inline(c.source, e)
         else:
             c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
