@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
         py = None
     ml = load_movielens(a.data)
     splits = splits_of(len(ml.train), a.protocol)
-    rows = []
+    rows, done = [], []
     for f in a.folds:
         with tempfile.TemporaryDirectory(prefix='bench_fm_') as d:
             dump = str(Path(d) / 'fold.npz')
@@ -170,6 +170,15 @@ def main(argv=None) -> dict:
                 print(f"   myfm ({runs[0][0]}, Gaussian): RMSE {mr['rmse']:.4f}  {mr['sweep_ms']:.0f} ms/sweep wall, "
                       f"{mr['sweep_cpu_ms']:.0f} ms CPU  peak {mr['peak_rss_mib']:.0f} MiB  load {la:.1f}  "
                       f"(ours/myfm CPU per sweep: {r['sweep_cpu_ms'] / mr['sweep_cpu_ms']:.2f})", flush=True)
+            if f != a.folds[-1]: write_partial(a, runs, rows, done + [f], k, sweeps, burn, ml, argv)
+            done.append(f)
+    return write_partial(a, runs, rows, done, k, sweeps, burn, ml, argv, final=True)
+
+
+def write_partial(a, runs, rows, done: list, k: int, sweeps: int, burn: int, ml, argv, final: bool = False) -> dict:
+    """Summarise the folds run so far and write the results file: after every fold, so that a long bench that is
+    stopped keeps its finished folds (the chapter says how many of the requested folds a file holds)."""
+    rows = [x for x in rows if x['fold'] in done]
     summary = []
     for fs, lk in runs:
         rr = [x for x in rows if (x['features'], x['likelihood']) == (fs, lk)]
@@ -177,7 +186,8 @@ def main(argv=None) -> dict:
                             sweep_cpu_ms=float(np.mean([x['sweep_cpu_ms'] for x in rr])),
                             peak_rss_mib=float(max(x['peak_rss_mib'] for x in rr))))
     target = TARGET.get((a.data, a.protocol))
-    res = dict(data=a.data, protocol=a.protocol, protocol_text=PROTOCOLS[a.protocol], folds=list(a.folds), k=k,
+    res = dict(data=a.data, protocol=a.protocol, protocol_text=PROTOCOLS[a.protocol], folds=list(done),
+               folds_requested=list(a.folds), k=k,
                sweeps=sweeps, burn_in=burn, runs=[list(r) for r in runs], rows=rows, summary=summary, target=target,
                myfm_flipped_issue=MYFM_FLIPPED[a.data] if a.protocol == 'shared' else None,
                published_myfm=PUBLISHED.get((a.data, a.protocol)),
@@ -192,15 +202,16 @@ def main(argv=None) -> dict:
                            cpu_per_sweep_ratio_ours_over_myfm=float(np.mean([o['sweep_cpu_ms'] / o['myfm']['sweep_cpu_ms'] for o in ours])),
                            note='myfm 0.4.0 on the same relation blocks, hyperprior groups, rank, sweeps and burn-in as our '
                                 'first run; Gaussian output')
-        print(f"myfm mean RMSE {res['myfm']['mean_rmse']:.4f}; ours/myfm CPU per sweep "
-              f"{res['myfm']['cpu_per_sweep_ratio_ours_over_myfm']:.2f}")
-    for s_ in summary:
+        if final:
+            print(f"myfm mean RMSE {res['myfm']['mean_rmse']:.4f}; ours/myfm CPU per sweep "
+                  f"{res['myfm']['cpu_per_sweep_ratio_ours_over_myfm']:.2f}")
+    for s_ in summary if final else []:
         print(f"{s_['features']} / {s_['likelihood']}: mean RMSE over {s_['folds']} fold(s) {s_['mean_rmse']:.4f} "
               f"(target {target}; published myFM {res['published_myfm']}; myFM flipped measured {res['myfm_flipped_issue']})")
     cmd = 'bench/bench_fm.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     path = write_results(a.name or results_name(a.data, a.protocol), res,
                          fingerprint=fingerprint_of(a.data, a.protocol, ml.train), deps=['fm'], command=cmd)
-    print(f"wrote {path}")
+    print(f"wrote {path} ({len(done)} of {len(a.folds)} folds)", flush=True)
     return res
 
 
@@ -216,6 +227,7 @@ COURSE_SETS = [('mf', 'normal'), ('mf+user_bin+item_bin', 'normal'), ('mf+title+
                ('mf+user_bin+item_bin+title+year', 'normal')]     # dates as drifting biases (user x bin, item x bin)
 LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95)
 COURSE_FRACTION = 0.1                                # course study: share of the users (seeded)
+COURSE_DEPS = ['fm', 'compare']     # the course study also fits chapter 08's time-aware MF (compare, mf)
 
 
 def study_ml100k(sweeps: int = 512, burn_in: int = 64) -> tuple[dict, str]:
@@ -310,7 +322,7 @@ def study_course(fraction: float = COURSE_FRACTION, k: int = 10, sweeps: int = 1
 
 def run_study(study: str, argv_text: str, **kw) -> dict:
     pay, fp = (study_ml100k if study == 'ml100k' else study_course)(**kw)
-    path = write_results(f'bench_fm_{study}', pay, fingerprint=fp, deps=['fm'], command=f'bench/bench_fm.py {argv_text}')
+    path = write_results(f'bench_fm_{study}', pay, fingerprint=fp, deps=COURSE_DEPS if study == 'course' else ['fm'], command=f'bench/bench_fm.py {argv_text}')
     print(f"wrote {path}")
     return pay
 

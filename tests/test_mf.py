@@ -397,3 +397,66 @@ def test_structure_matches_reference(seed):
         s, t = _structure(o), _structure_ref(o)
         assert set(s) == set(t)
         for kk in t: np.testing.assert_array_equal(s[kk], t[kk], err_msg=kk)
+        c = _structure(o, csc=False)                  # the fused GD pass needs the CSR view only
+        assert set(c) == {'indptr_u', 'item_u', 'x_u', 'w_u'}
+        for kk in c: np.testing.assert_array_equal(c[kk], t[kk], err_msg=kk)
+
+
+def _engines(seed: int, n_users: int = 300, n_items: int = 120, k: int = 7):
+    "A weighted, biased problem with empty rows and columns, and its numba engine with its parameters."
+    from thu_big_data_ml.mf import _as_obs, _init_params
+    r = np.random.default_rng(seed)
+    n = 5000
+    d = Interactions(r.integers(0, n_users - 5, n), r.integers(0, n_items - 3, n), r.integers(1, 6, n), None, n_users, n_items)
+    o = _as_obs(d, weights=r.uniform(0.5, 2, n).astype(np.float32))
+    P = _init_params(o, k, seed, None, 0.3, True)
+    P['bu'] += r.normal(0, .1, n_users).astype(np.float32); P['bi'] += r.normal(0, .1, n_items).astype(np.float32)
+    return o, P
+
+
+@pytest.mark.parametrize('seed,reg,biased', [(0, 'count', True), (1, 'uniform', False)])
+def test_fused_gradient_equals_two_passes_and_reference(seed, reg, biased):
+    "The fused one-pass GD kernel gives the two-pass kernels' J and gradients, and the float64 NumPy reference's."
+    from thu_big_data_ml.mf import _NumbaEngine, _NumpyEngine, _structure
+    o, P = _engines(seed)
+    mu = 3.2 if biased else 0.0
+    if not biased: P = {'U': P['U'], 'V': P['V']}         # as fit_mf makes them: no biases, mu = 0
+    fused = _NumbaEngine(o, P, 0.07, mu, biased, reg=reg)
+    assert fused.bounds is not None and 'pos' not in fused.S
+    two = _NumbaEngine(o, P, 0.07, mu, biased, reg=reg, als=True)    # no fused chunks: the two-pass kernels
+    assert two.bounds is None
+    ref = _NumpyEngine(o, P, 0.07, mu, biased, reg=reg)
+    (Jf, sf), (Jt, st), (Jr, sr) = fused.value_grad(), two.value_grad(), ref.value_grad()
+    assert Jf == pytest.approx(Jt, rel=1e-6) and Jf == pytest.approx(Jr, rel=1e-6) and sf == pytest.approx(sr, rel=1e-6)
+    for kk in ref.G:
+        scale = np.abs(ref.G[kk]).max()
+        np.testing.assert_allclose(fused.G[kk], two.G[kk], atol=1e-5 * scale, err_msg=kk)
+        np.testing.assert_allclose(fused.G[kk], ref.G[kk], atol=1e-5 * scale, err_msg=kk)
+
+
+def test_fused_gradient_does_not_depend_on_thread_count():
+    "A fixed number of chunks: the same bits with one thread and with two (the fit is the same on any machine)."
+    import numba
+    from thu_big_data_ml.mf import _NumbaEngine
+    o, P = _engines(2)
+    was, out = numba.get_num_threads(), []
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            e = _NumbaEngine(o, P, 0.05, 3.0, True)
+            out.append((e.value_grad(), {kk: v.copy() for kk, v in e.G.items()}))
+    finally: numba.set_num_threads(was)
+    assert out[0][0] == out[1][0]
+    for kk in out[0][1]: np.testing.assert_array_equal(out[0][1][kk], out[1][1][kk], err_msg=kk)
+
+
+def test_gd_fit_same_with_fused_and_two_pass_kernels(monkeypatch):
+    "fit_mf's GD path: the fused kernel and the two-pass fallback (buffers over budget) reach the same fit."
+    import thu_big_data_ml.mf as M
+    d = make_data(seed=3)
+    kw = dict(k=4, lam=0.05, method='gd', biased=True, max_iter=30, tol=0.0, progress=False)
+    a = fit_mf(d, **kw)
+    monkeypatch.setattr(M, '_FUSED_BYTES', 0)
+    b = fit_mf(d, **kw)
+    np.testing.assert_allclose(a.history['J'], b.history['J'], rtol=1e-5)
+    np.testing.assert_allclose(a.U, b.U, atol=1e-4)

@@ -300,6 +300,67 @@ def _grad_cols(indptr, row, r, A, B, bB, lam, rb, gB, gbB):
         for f in range(k): gB[b, f] = acc[f] + lb * B[b, f]
         gbB[b] = gb + lb * bB[b]
 
+# %% ../nbs/03_matrix_factorization.ipynb #7a8953b2
+@_jit()
+def _grad_fused(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, rb, bounds, gA, gbA, bufB, bufbB, gB, gbB):
+    """The whole gradient in one pass over the rows of A (CSR): dJ/dA, dJ/dbA per row; dJ/dB, dJ/dbB summed into one
+    buffer per chunk of rows (`bounds`), then over the chunks. Returns SSE, WSSE and the penalty sum_a ra |A_a, bA_a|^2
+    + sum_b rb |B_b, bB_b|^2 (float64; J's penalty is lam times it)."""
+    k, nc, m = A.shape[1], len(bounds) - 1, B.shape[0]
+    part = np.zeros((nc, 3))
+    for c in prange(nc):
+        G, g0 = bufB[c], bufbB[c]
+        G[:] = 0; g0[:] = 0
+        acc = np.empty(k, np.float32)
+        s = 0.0; ws = 0.0; pen = 0.0
+        for a in range(bounds[c], bounds[c + 1]):
+            acc[:] = 0
+            gb = np.float32(0.0); ba = mu + bA[a]
+            for j in range(indptr[a], indptr[a + 1]):
+                b = col[j]
+                p = ba + bB[b]
+                for f in range(k): p += A[a, f] * B[b, f]
+                e = p - x[j]
+                we = w[j] * e
+                s += e * e; ws += we * e
+                gb += we; g0[b] += we
+                for f in range(k):
+                    acc[f] += we * B[b, f]
+                    G[b, f] += we * A[a, f]
+            la = 2 * lam * ra[a]; sq = np.float64(bA[a]) ** 2
+            for f in range(k):
+                gA[a, f] = acc[f] + la * A[a, f]; sq += np.float64(A[a, f]) ** 2
+            gbA[a] = gb + la * bA[a]; pen += ra[a] * sq
+        part[c, 0] = s; part[c, 1] = ws; part[c, 2] = pen
+    penB = np.zeros(m)
+    for b in prange(m):
+        lb = 2 * lam * rb[b]; sq = np.float64(bB[b]) ** 2
+        for f in range(k):
+            t = lb * B[b, f]
+            for c in range(nc): t += bufB[c, b, f]
+            gB[b, f] = t; sq += np.float64(B[b, f]) ** 2
+        t = lb * bB[b]
+        for c in range(nc): t += bufbB[c, b]
+        gbB[b] = t; penB[b] = rb[b] * sq
+    out = np.zeros(3)                       # sequential sums (a parallel .sum() would depend on the thread count)
+    for c in range(nc):
+        for q in range(3): out[q] += part[c, q]
+    for b in range(m): out[2] += penB[b]
+    return out[0], out[1], out[2]
+
+# %% ../nbs/03_matrix_factorization.ipynb #27f40e49
+_FUSED_CHUNKS, _FUSED_BYTES = 16, 256 << 20
+
+def _fused_bounds(rows: np.ndarray, n_rows: int, n_cols: int, k: int) -> np.ndarray | None:
+    """Row bounds of the fused pass's chunks (`_FUSED_CHUNKS` of them, fewer with fewer rows), balanced by the ratings
+    per row of `rows`; None when the chunks' column-gradient buffers would pass `_FUSED_BYTES`."""
+    nc = max(1, min(_FUSED_CHUNKS, n_rows))
+    if nc * n_cols * (k + 1) * 4 > _FUSED_BYTES: return None
+    indptr = np.zeros(n_rows + 1, np.int64); np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    b = np.searchsorted(indptr, np.linspace(0, indptr[-1], nc + 1)).astype(np.int64)
+    b[0], b[-1] = 0, n_rows
+    return np.maximum.accumulate(b)
+
 # %% ../nbs/03_matrix_factorization.ipynb #1fbe4f69
 @_jit(parallel=False)
 def _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs):
@@ -433,7 +494,8 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
 # %% ../nbs/03_matrix_factorization.ipynb #2c1299d3
 def _numba() -> dict:
     "The compiled kernels by name (numba compiles each on its first call, or loads it from the on-disk cache)."
-    return dict(predict=_predict_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, als_rows=_als_rows)
+    return dict(predict=_predict_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, grad_fused=_grad_fused,
+                als_rows=_als_rows)
 
 # %% ../nbs/03_matrix_factorization.ipynb #2c55760b
 def one_blas_thread():
@@ -476,24 +538,26 @@ def _in_csr_order(user, item) -> bool:
     return True
 
 # %% ../nbs/03_matrix_factorization.ipynb #e795213a
-def _structure(o: _Obs) -> dict:
-    """CSR (by user, items increasing within a row) and CSC (by item) views of the observations plus the CSR->CSC
-    position map, by stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort); input
-    already in CSR order needs only the sort by item."""
+def _structure(o: _Obs, csc: bool = True) -> dict:
+    """CSR (by user, items increasing within a row) and, with `csc`, CSC (by item) views of the observations plus the
+    CSR->CSC position map, by stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort);
+    input already in CSR order is not copied and needs only the sort by item."""
     n = len(o)
     if _in_csr_order(o.user, o.item):
-        ou = np.arange(n)
+        ou, user_u, item_u, x_u, w_u = None, o.user, o.item, o.rating, o.weight
         indptr_u = np.zeros(o.n_users + 1, np.int64)
         np.cumsum(np.bincount(o.user, minlength=o.n_users), out=indptr_u[1:])
     else:
         by_item, _ = _counting_order(o.item, o.n_items, np.arange(n))
         ou, indptr_u = _counting_order(o.user, o.n_users, by_item)
-    item_u = o.item[ou]
+        item_u, x_u, w_u = o.item[ou], o.rating[ou], o.weight[ou]
+    S = dict(indptr_u=indptr_u, item_u=item_u, x_u=x_u, w_u=w_u)
+    if not csc: return S
     oi, indptr_i = _counting_order(item_u, o.n_items, np.arange(n))      # CSC order expressed in CSR positions
     pos = np.empty(n, np.int64); pos[oi] = np.arange(n)
-    x_u, w_u = o.rating[ou], o.weight[ou]
-    return dict(indptr_u=indptr_u, item_u=item_u, x_u=x_u, w_u=w_u, indptr_i=indptr_i,
-                user_i=o.user[ou][oi], x_i=x_u[oi], w_i=w_u[oi], pos=pos)
+    user_u = o.user if ou is None else o.user[ou]
+    S.update(indptr_i=indptr_i, user_i=user_u[oi], x_i=x_u[oi], w_i=w_u[oi], pos=pos)
+    return S
 
 # %% ../nbs/03_matrix_factorization.ipynb #b07287d6
 def _structure_ref(o: _Obs) -> dict:
@@ -553,14 +617,18 @@ class _NumpyEngine:
 
 # %% ../nbs/03_matrix_factorization.ipynb #6fca9cbf
 class _NumbaEngine(_NumpyEngine):
-    "Compiled sparse kernels: one CSR pass (residuals, dJ/dU) and one CSC pass (dJ/dV) per epoch, float32, parallel."
+    """Compiled sparse kernels, float32, parallel: a GD epoch in one fused CSR pass (two passes, CSR then CSC, when its
+    buffers would be large), ALS as two half-sweeps; `als`: build the CSC view up front."""
     name = 'numba'
-    def __init__(self, o, P, lam, mu, biased, reg='uniform'):
+    def __init__(self, o, P, lam, mu, biased, reg='uniform', als=False):
         super().__init__(o, P, lam, mu, biased, reg)
-        self.nb = _numba(); self.S = _structure(o)
+        k = self.P['U'].shape[1]
+        self.bounds = None if als else _fused_bounds(o.user, o.n_users, o.n_items, k)
+        self.nb = _numba(); self.S = _structure(o, csc=self.bounds is None)
         for kk in ('bu', 'bi'):
             if kk not in self.P: self.P[kk] = np.zeros(o.n_users if kk == 'bu' else o.n_items, np.float32)
-        self.r = np.empty(len(o), np.float32)
+        if self.bounds is None: self.r = np.empty(len(o), np.float32)
+        else: self.buf = tuple(np.empty((len(self.bounds) - 1, o.n_items) + s, np.float32) for s in ((k,), ()))
         self.G = {kk: np.empty_like(v) for kk, v in self.P.items()}
     def _reg(self):
         P = self.P
@@ -571,6 +639,12 @@ class _NumbaEngine(_NumpyEngine):
     def value_grad(self):
         S, P, G, nb = self.S, self.P, self.G, self.nb
         mu = np.float32(self.mu if self.biased else 0.0); lam = np.float32(self.lam)
+        if self.bounds is not None:
+            sse, wsse, pen = nb['grad_fused'](S['indptr_u'], S['item_u'], S['x_u'], S['w_u'], P['U'], P['V'], P['bu'],
+                                              P['bi'], mu, lam, self.ru, self.ri, self.bounds, G['U'], G['bu'],
+                                              *self.buf, G['V'], G['bi'])
+            if not self.biased: G['bu'][:] = 0; G['bi'][:] = 0
+            return 0.5 * wsse + self.lam * pen, sse
         sse, wsse = nb['grad_rows'](S['indptr_u'], S['item_u'], S['x_u'], S['w_u'], P['U'], P['V'], P['bu'], P['bi'],
                                     mu, lam, self.ru, S['pos'], self.r, G['U'], G['bu'])
         nb['grad_cols'](S['indptr_i'], S['user_i'], self.r, P['U'], P['V'], P['bi'], lam, self.ri, G['V'], G['bi'])
@@ -578,6 +652,7 @@ class _NumbaEngine(_NumpyEngine):
         return 0.5 * wsse + self._reg(), sse
     track_half = False   # also J after the U-step (self.J_half; one more m k pass over the ratings)
     def als_sweep(self):
+        if 'indptr_i' not in self.S: self.S = _structure(self.o)
         S, P, nb, blas = self.S, self.P, self.nb, _sgemm()
         mu = np.float32(self.mu if self.biased else 0.0); lam = np.float32(self.lam)
         with one_blas_thread():     # one BLAS thread per numba thread (else they oversubscribe the cores)
@@ -891,7 +966,8 @@ def _make_engine(o: _Obs, P: dict, lam: float, mu: float, biased: bool, method: 
     """The engine of (method, backend) and, for GD/Adam on NumPy or numba, its optimiser (None otherwise). ALS runs on
     the numba kernels for every backend but 'numpy'."""
     if method == 'als' or backend in ('numpy', 'numba'):
-        eng = (_NumpyEngine if backend == 'numpy' else _NumbaEngine)(o, P, lam, mu, biased, reg)
+        eng = (_NumpyEngine(o, P, lam, mu, biased, reg) if backend == 'numpy'
+               else _NumbaEngine(o, P, lam, mu, biased, reg, als=method == 'als'))
         return eng, (None if method == 'als' else _NumpyOpt(method, lr))
     if backend == 'jax': return _JaxEngine(o, P, lam, mu, biased, method, lr, layout, reg=reg), None
     return _TorchEngine(o, P, lam, mu, biased, method, lr, layout, device=device, reg=reg), None
