@@ -390,43 +390,44 @@ def _row_sse(lo, hi, col, x, w, A, B, bA, bB, mu, a):
 
 # %% ../nbs/03_matrix_factorization.ipynb #0584d5d0
 @_jit(parallel=False)
-def _gram(gemm, Z, m, G, ints, consts, chars) -> None:
-    """G = Z[:m]^T Z[:m] (float32, k x k) by one GEMM call. Fortran reads the C-order Z as Z^T (k x m, leading
-    dimension k), so G = Z^T (Z^T)^T: transa 'N', transb 'T' (`chars`); `ints` (3 entries of the BLAS integer type)
-    and `consts` ([1, 0]: alpha, beta) are the caller's scratch for the by-reference arguments."""
+def _gram(syrk, Z, m, G, ints, consts, chars) -> None:
+    """The lower triangle (C order) of G = Z[:m]^T Z[:m] (float32, k x k) by one SYRK call; the upper one is left as it
+    was. Fortran reads the C-order Z as Z^T (k x m, leading dimension k), so G = Z^T (Z^T)^T is trans 'N', and C's
+    lower triangle is Fortran's upper: uplo 'U' (`chars`); `ints` (2 entries of the BLAS integer type) and `consts`
+    ([1, 0]: alpha, beta) are the caller's scratch for the by-reference arguments."""
     k = Z.shape[1]
-    ints[0] = k; ints[1] = m; ints[2] = k                  # M = N = k, K = m, leading dimensions k
-    gemm(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[0:].ctypes, ints[1:].ctypes, consts[0:].ctypes,
-         Z.ctypes, ints[2:].ctypes, Z.ctypes, ints[2:].ctypes, consts[1:].ctypes, G.ctypes, ints[2:].ctypes)
+    ints[0] = k; ints[1] = m                               # N = k, K = m, leading dimensions k
+    syrk(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, consts[0:].ctypes, Z.ctypes,
+         ints[0:].ctypes, consts[1:].ctypes, G.ctypes, ints[0:].ctypes)
 
 
 # %% ../nbs/03_matrix_factorization.ipynb #908db84f
-_GEMM_PROTO = ('c_void_p',) * 13     # sgemm's 13 by-reference arguments
+_SYRK_PROTO = ('c_void_p',) * 10     # ssyrk's 10 by-reference arguments
 
-def _sgemm_scipy() -> tuple[Any, np.ndarray]:
-    "SciPy's float32 GEMM (`scipy.linalg.cython_blas.sgemm`, 32-bit integers) as a ctypes function, and its int type."
+def _ssyrk_scipy() -> tuple[Any, np.ndarray]:
+    "SciPy's float32 SYRK (`scipy.linalg.cython_blas.ssyrk`, 32-bit integers) as a ctypes function, and its int type."
     import ctypes
 
     import scipy.linalg.cython_blas  # noqa: F401
     from numba.extending import get_cython_function_address
-    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _GEMM_PROTO])
-    return proto(get_cython_function_address('scipy.linalg.cython_blas', 'sgemm')), np.zeros(3, np.int32)
+    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _SYRK_PROTO])
+    return proto(get_cython_function_address('scipy.linalg.cython_blas', 'ssyrk')), np.zeros(2, np.int32)
 
 @functools.cache
-def _sgemm() -> tuple[Any, np.ndarray]:
-    """The float32 GEMM of `_als_rows` and a zero array of its integer type: NumPy's bundled OpenBLAS
-    (`scipy_sgemm_64_`, 64-bit integers) when the wheel ships it, else `_sgemm_scipy()`."""
+def _ssyrk() -> tuple[Any, np.ndarray]:
+    """The float32 SYRK of `_als_rows` and a zero array of its integer type: NumPy's bundled OpenBLAS
+    (`scipy_ssyrk_64_`, 64-bit integers) when the wheel ships it, else `_ssyrk_scipy()`."""
     import ctypes
     import glob
     import os
-    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _GEMM_PROTO])
+    proto = ctypes.CFUNCTYPE(None, *[getattr(ctypes, t) for t in _SYRK_PROTO])
     root = os.path.dirname(np.__file__)
     for path in sorted(glob.glob(os.path.join(root, '..', 'numpy.libs', 'libscipy_openblas64_*'))
                        + glob.glob(os.path.join(root, '.dylibs', 'libscipy_openblas64_*'))):
-        try: f = ctypes.CDLL(path).scipy_sgemm_64_
+        try: f = ctypes.CDLL(path).scipy_ssyrk_64_
         except (OSError, AttributeError): continue
-        return proto(ctypes.cast(f, ctypes.c_void_p).value), np.zeros(3, np.int64)
-    return _sgemm_scipy()
+        return proto(ctypes.cast(f, ctypes.c_void_p).value), np.zeros(2, np.int64)
+    return _ssyrk_scipy()
 
 
 # %% ../nbs/03_matrix_factorization.ipynb #ee2f89b1
@@ -460,9 +461,10 @@ def _lu_solve(A, shift, rhs, out, W) -> None:
 
 # %% ../nbs/03_matrix_factorization.ipynb #b399b7bf
 @_jit()
-def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse, gemm, ints0):
+def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, want_sse, syrk, ints0):
     """Exact minimiser of J over every row of A (and bA when biased) with B fixed: one k x k solve per row, the Gram
-    Z^T Z by one call of the float32 BLAS GEMM `gemm` (`_sgemm()`, integers of `ints0`'s type), right-hand side and
+    Z^T Z (lower triangle) by one call of the float32 BLAS SYRK `syrk` (`_ssyrk()`, integers of `ints0`'s type), the
+    right-hand side and
     Cholesky (`_chol_solve`) in float64. Rows go in blocks, each with its own workspace. With want_sse, also the
     (weighted) SSE of every rating at the new A."""
     n, k = A.shape
@@ -474,7 +476,7 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
         m_max = 1
         for a in range(r0, r1): m_max = max(m_max, indptr[a + 1] - indptr[a])
         Z, G = np.empty((m_max, kk), np.float32), np.empty((kk, kk), np.float32)
-        ints, consts, chars = ints0.copy(), np.array([1.0, 0.0], np.float32), np.array([78, 84], np.uint8)  # 'N' 'T'
+        ints, consts, chars = ints0.copy(), np.array([1.0, 0.0], np.float32), np.array([85, 78], np.uint8)  # 'U' 'N'
         rhs, y, L = np.empty(kk), np.empty(kk), np.empty((kk, kk))
         for a in range(r0, r1):
             lo, hi = indptr[a], indptr[a + 1]
@@ -482,9 +484,11 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
                 A[a, :] = 0.0; bA[a] = 0.0
                 continue
             _gather_row(lo, hi, col, x, w, B, bB, mu, biased, weighted, Z, rhs)
-            _gram(gemm, Z, hi - lo, G, ints, consts, chars)
+            _gram(syrk, Z, hi - lo, G, ints, consts, chars)
             d = 2.0 * np.float64(lam) * np.float64(ra[a])
             if not _chol_solve(G, d, rhs, y, L):            # rounding broke positive definiteness: pivoted LU
+                for i in range(kk):
+                    for j in range(i + 1, kk): G[i, j] = G[j, i]
                 _lu_solve(G, d, rhs, y, L)
             for f in range(k): A[a, f] = y[f]
             if biased: bA[a] = y[k]
@@ -653,7 +657,7 @@ class _NumbaEngine(_NumpyEngine):
     track_half = False   # also J after the U-step (self.J_half; one more m k pass over the ratings)
     def als_sweep(self):
         if 'indptr_i' not in self.S: self.S = _structure(self.o)
-        S, P, nb, blas = self.S, self.P, self.nb, _sgemm()
+        S, P, nb, blas = self.S, self.P, self.nb, _ssyrk()
         mu = np.float32(self.mu if self.biased else 0.0); lam = np.float32(self.lam)
         with one_blas_thread():     # one BLAS thread per numba thread (else they oversubscribe the cores)
             _, w_half = nb['als_rows'](S['indptr_u'], S['item_u'], S['x_u'], S['w_u'], P['U'], P['V'], P['bu'], P['bi'],
