@@ -39,11 +39,17 @@ def main(argv=None):
         print(df[cols].round(4).to_string(index=False))
         if 'spark' in f: print('spark:', {k: v for k, v in f['spark'].items() if k != 'pred'})
         sys.stdout.flush()
-    out = write_results('prize', {'methods': pd.concat(tables, ignore_index=True), 'facts': facts,
-                                  'sizes': a.sizes, 'k': a.k, 'machine': machine_info()},
-                        fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
-                        command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
-    print('written', out.name)
+        out = write(tables, facts, a, argv)        # after every size: a stopped run keeps the sizes it finished
+        print(f'written {out.name} ({len(facts)} of {len(a.sizes)} sizes)', flush=True)
+
+
+def write(tables: list, facts: list, a, argv):
+    "The results file of the sizes measured so far."
+    return write_results('prize', {'methods': pd.concat(tables, ignore_index=True), 'facts': facts,
+                                   'sizes': [f['n_ratings'] for f in facts], 'sizes_requested': a.sizes, 'k': a.k,
+                                   'machine': machine_info()},
+                         fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
+                         command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == '__main__':
