@@ -5,6 +5,13 @@ Spark ALS on the Parquet copy (--spark, needs pyspark and Java 17+). Writes benc
 
     python bench/bench_prize.py --sizes 1000000 2000000
     make bench-prize                      # the default sizes (a quiet machine: the 100M size needs ~20 GB disk)
+
+Spark alone (`--spark-only`): Spark ALS on the Parquet copy of each size's generated folder (made by a run above), or
+on one `--parquet` path (a cluster's distributed storage), written to bench/results/prize_spark.json:
+
+    python bench/bench_prize.py --spark-only --sizes 1000000 10000000            # local[2]
+    spark-submit --master yarn --deploy-mode client --num-executors 8 --executor-cores 4 --executor-memory 8g \
+      bench/bench_prize.py --spark-only --parquet hdfs:///data/prize/ratings.parquet --master yarn --blocks 64
 """
 import argparse
 import os
@@ -25,7 +32,14 @@ def main(argv=None):
     ap.add_argument('--sweeps', type=int, default=5, help='ALS sweeps timed')
     ap.add_argument('--methods', nargs='+', default=['gd', 'adam', 'als', 'item_cf'])
     ap.add_argument('--spark', action='store_true', help='also Spark ALS (local[2]) on the Parquet copy')
+    ap.add_argument('--spark-only', action='store_true', help='only Spark ALS (see the module docstring)')
+    ap.add_argument('--parquet', default=None, help='--spark-only: this Parquet copy instead of the sizes\' folders')
+    ap.add_argument('--master', default='local[2]', help="--spark-only: Spark master ('local[2]', 'yarn', ...)")
+    ap.add_argument('--blocks', type=int, default=None, help='--spark-only: ALS user and item blocks')
+    ap.add_argument('--checkpoint-dir', default=None, help='--spark-only: checkpoint folder (a cluster: HDFS path)')
+    ap.add_argument('--driver-memory', default='6g', help='--spark-only: spark.driver.memory (local mode: the JVM)')
     a = ap.parse_args(argv)
+    if a.spark_only: return spark_only(a, argv)
     tables, facts = [], []
     for n in a.sizes:
         t0 = time.perf_counter(); c0 = time.process_time()
@@ -41,6 +55,31 @@ def main(argv=None):
         sys.stdout.flush()
         out = write(tables, facts, a, argv)        # after every size: a stopped run keeps the sizes it finished
         print(f'written {out.name} ({len(facts)} of {len(a.sizes)} sizes)', flush=True)
+
+
+def spark_only(a, argv) -> None:
+    "Spark ALS on each size's Parquet copy (or on `--parquet`), at the in-process bench's rank, penalty and sweeps."
+    from thu_big_data_ml.compare import spark_session
+    from thu_big_data_ml.prize import prize_folder, prize_parquet, spark_als_parquet
+    lam = 0.05                                              # time_methods' ALS-WR penalty; Spark's regParam = 2 lam
+    paths = [(None, a.parquet)] if a.parquet else [(n, prize_parquet(prize_folder(n))) for n in a.sizes]
+    spark = spark_session(a.master, driver_memory=a.driver_memory)
+    rows = []
+    try:
+        for n, path in paths:
+            r = spark_als_parquet(path, rank=a.k, reg=2 * lam, max_iter=a.sweeps, master=a.master, blocks=a.blocks,
+                                  checkpoint_dir=a.checkpoint_dir, spark=spark)
+            r.update(n_ratings=n, parquet=str(path), load_avg=os.getloadavg())
+            rows.append(r)
+            print({k: v for k, v in r.items() if k != 'pred'}, flush=True)
+            if a.parquet is None:
+                out = write_results('prize_spark', {'rows': rows, 'sizes': [x['n_ratings'] for x in rows], 'k': a.k,
+                                                    'machine': machine_info()},
+                                    fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
+                                    command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+                print(f'written {out.name} ({len(rows)} of {len(paths)} sizes)', flush=True)
+    finally:
+        spark.stop()
 
 
 def write(tables: list, facts: list, a, argv):
