@@ -219,3 +219,14 @@ def test_start_from_and_nested_fingerprint():
     fp = sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.1}])
     assert fp == sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.1}])
     assert fp != sel.nested_fingerprint(d, sel.NESTED_PLAN['1m'], [{'l2': 0.2}])
+
+
+def test_study_storage_keyed_by_code(tmp_path, monkeypatch):
+    "With deps, the study database's name carries the code digest: other code, other file (no resumed old trials)."
+    import thu_big_data_ml.core as core
+    plain = study_storage('s', tmp_path)
+    a = study_storage('s', tmp_path, deps=['selection'])
+    assert plain.endswith('/s.db') and a != plain and a == study_storage('s', tmp_path, deps=['selection'])
+    monkeypatch.setattr(core, 'code_digest', lambda *m: 'f' * 32)
+    b = study_storage('s', tmp_path, deps=['selection'])
+    assert b.endswith(f"/s-{'f' * 12}.db") and b != a

@@ -130,7 +130,7 @@ def check_claims(folds: list, base: dict, space: dict, importance: dict, min_dif
 def run_book_study(train: Interactions, plan: dict, storage: Any = None, progress: bool = False) -> dict:
     "The book's study under `plan` (see `BOOK_PLAN`) on `train`: trials, importances, best settings, test, claims."
     folds, (otr, ote) = inner_folds(train, plan)
-    store = storage if storage is not None else study_storage('book_hpo')
+    store = storage if storage is not None else study_storage('book_hpo', deps=['book_hpo'])
     frames, imp, best, secs = [], {}, {}, {}
     for sampler in ('tpe', 'random'):
         st = make_study(f"book-{plan['name']}-{sampler}", sampler, pruner=(sampler == 'tpe'), seed=plan['seed'],

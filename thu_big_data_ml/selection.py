@@ -10,7 +10,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -212,11 +212,16 @@ def prequential_violations(user: np.ndarray, time: np.ndarray, train_idx: np.nda
     return int(np.sum(first_test < latest_train))
 
 # %% ../nbs/05_model_selection.ipynb #076febe3
-def study_storage(db: str = 'optuna', folder: str | Path | None = None) -> str:
-    "SQLAlchemy URL of the SQLite file `<folder or runs_dir()>/<db>.db`; creates the folder."
+def study_storage(db: str = 'optuna', folder: str | Path | None = None, deps: Sequence[str] | None = None) -> str:
+    """SQLAlchemy URL of the SQLite file `<folder or runs_dir()>/<db>.db`; creates the folder. With `deps` (package
+    modules), the name carries their code's digest, `<db>-<digest>.db`: stored trials are fits, so a code change
+    starts new studies instead of resuming trials that the old code fitted (older files are left as they are)."""
     if not isinstance(db, str) or not db or '/' in db: raise ValueError(f'db must be a plain file name, got {db!r}')
     p = Path(folder) if folder is not None else runs_dir()
     p.mkdir(parents=True, exist_ok=True)
+    if deps:
+        from thu_big_data_ml.core import code_digest
+        db = f'{db}-{code_digest(*deps)[:12]}'
     return f"sqlite:///{(p / f'{db}.db').resolve()}"
 
 # %% ../nbs/05_model_selection.ipynb #5cc6c840
