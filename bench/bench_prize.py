@@ -76,10 +76,15 @@ def spark_only(a, argv) -> None:
                 out = write_results('prize_spark', {'rows': rows, 'sizes': [x['n_ratings'] for x in rows], 'k': a.k,
                                                     'machine': machine_info()},
                                     fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
-                                    command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+                                    command=_command(argv))
                 print(f'written {out.name} ({len(rows)} of {len(paths)} sizes)', flush=True)
     finally:
         spark.stop()
+
+
+def _command(argv) -> str:
+    "The command line a results file records."
+    return 'python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
 
 
 def write(tables: list, facts: list, a, argv):
@@ -88,7 +93,7 @@ def write(tables: list, facts: list, a, argv):
                                    'sizes': [f['n_ratings'] for f in facts], 'sizes_requested': a.sizes, 'k': a.k,
                                    'machine': machine_info()},
                          fingerprint=prize_fingerprint(), deps=list(PRIZE_DEPS),
-                         command='python bench/bench_prize.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+                         command=_command(argv))
 
 
 if __name__ == '__main__':
