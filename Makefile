@@ -91,8 +91,10 @@ FM_EXTRA = flipped+user_bin+genres+year:probit
 myfm-venv:
 	@$(MYFM_VENV)/bin/python -c "import myfm" 2>/dev/null || { \
 	  $(SURPRISE_PY) -m venv --clear $(MYFM_VENV) && $(MYFM_VENV)/bin/pip install -q myfm==0.4.0; }
+# BENCH_FM_1M_ARGS=--resume keeps the folds the results file already holds (same data, code and setting)
+BENCH_FM_1M_ARGS ?=
 bench-fm-1m: install myfm-venv          # ML-1M shared 5 folds, rank 32, 256 sweeps, ours flipped + ours declared setting + myfm flipped (~2 h CPU)
-	$(MYFM_RUN) --data 1m --folds 0 1 2 3 4 --also $(FM_EXTRA)
+	$(MYFM_RUN) --data 1m --folds 0 1 2 3 4 --also $(FM_EXTRA) $(BENCH_FM_1M_ARGS)
 bench-fm-rendle: install myfm-venv      # ML-1M Rendle's protocol (myFM's 10-fold split, fold 0), 512 sweeps (~55 min CPU)
 	$(MYFM_RUN) --data 1m --protocol rendle --folds 0 --sweeps 512 --burn-in 64 --also $(FM_EXTRA)
 bench-fm-chapter: install               # ML-100K feature-set table (9 x 5 folds) + nested 5-fold CV, 512 sweeps (~25 min CPU)

@@ -123,6 +123,8 @@ def main(argv=None) -> dict:
     ap.add_argument('--burn-in', type=int, default=None, help='default: sweeps // 8')
     ap.add_argument('--myfm', default=DEFAULT_MYFM, help="python of a venv with myfm 0.4.0, or 'none'")
     ap.add_argument('--name', default=None, help='results file name (default: bench_fm_<data>_<protocol>)')
+    ap.add_argument('--resume', action='store_true',
+                    help='keep the folds of the existing results file when it was made on this data, code and setting')
     ap.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--dump', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -144,8 +146,9 @@ def main(argv=None) -> dict:
         py = None
     ml = load_movielens(a.data)
     splits = splits_of(len(ml.train), a.protocol)
-    rows, done = [], []
+    rows, done = resumed(a, runs, k, sweeps, burn, ml) if a.resume else ([], [])
     for f in a.folds:
+        if f in done: continue
         with tempfile.TemporaryDirectory(prefix='bench_fm_') as d:
             dump = str(Path(d) / 'fold.npz')
             for ri, (fs, lk) in enumerate(runs):
@@ -173,6 +176,21 @@ def main(argv=None) -> dict:
             if f != a.folds[-1]: write_partial(a, runs, rows, done + [f], k, sweeps, burn, ml, argv)
             done.append(f)
     return write_partial(a, runs, rows, done, k, sweeps, burn, ml, argv, final=True)
+
+
+def resumed(a, runs, k: int, sweeps: int, burn: int, ml) -> tuple[list, list]:
+    "(rows, folds) of the existing results file when it matches this data, code, runs, rank, sweeps and burn-in."
+    from thu_big_data_ml.core import lookup_results
+    rec, why = lookup_results(a.name or results_name(a.data, a.protocol),
+                              fingerprint=fingerprint_of(a.data, a.protocol, ml.train), deps=['fm'])
+    p = (rec or {}).get('payload', {})
+    same = rec is not None and (p.get('runs'), p.get('k'), p.get('sweeps'), p.get('burn_in')) == ([list(r) for r in runs], k, sweeps, burn)
+    if not same:
+        print(f"--resume: starting afresh ({why if rec is None else 'other runs, rank or sweeps'})", flush=True)
+        return [], []
+    done = [f for f in p['folds'] if f in a.folds]
+    print(f"--resume: keeping folds {done} of {why}", flush=True)
+    return [x for x in p['rows'] if x['fold'] in done], done
 
 
 def write_partial(a, runs, rows, done: list, k: int, sweeps: int, burn: int, ml, argv, final: bool = False) -> dict:

@@ -26,7 +26,7 @@ __all__ = ['REGS', 'DIVERGENCE_FACTOR', 'METHODS', 'BACKENDS', 'ACCELS', 'BIASED
 # %% ../nbs/03_matrix_factorization.ipynb #653aa203
 @dataclass
 class _Obs:
-    "Validated observed entries: int64 indices, float32 ratings and weights."
+    "Validated observed entries: int32 indices (int64 from 2^31 users or items), float32 ratings and weights."
     user: np.ndarray
     item: np.ndarray
     rating: np.ndarray
@@ -60,7 +60,8 @@ def _as_obs(data: Any, weights: np.ndarray | None = None, name: str = 'train') -
             raise ValueError(f"weights must be finite and non-negative: {int(bad.sum())} are not "
                              f"(first at position {int(np.argmax(bad))}, value {w[np.argmax(bad)]})")
         weighted = True
-    return _Obs(t.user, t.item, x, w, t.n_users, t.n_items, weighted)
+    it = np.int32 if max(t.n_users, t.n_items) < 2**31 else np.int64     # half the memory of int64 (100M ratings)
+    return _Obs(t.user.astype(it), t.item.astype(it), x, w, t.n_users, t.n_items, weighted)
 
 # %% ../nbs/03_matrix_factorization.ipynb #c28ec168
 def _is_real(v: Any) -> bool:
@@ -259,6 +260,25 @@ def _predict_kernel(U, V, mu, bu, bi, user, item):
         for f in range(k): p += U[u, f] * V[i, f]
         out[j] = p
     return out
+
+# %% ../nbs/03_matrix_factorization.ipynb #67ff13fc
+_SSE_CHUNKS = 64
+
+@_jit()
+def _sse_kernel(U, V, mu, bu, bi, user, item, x, w, weighted):
+    "(SSE, weighted SSE) in float64 of the predictions mu + bu[u] + bi[i] + U[u].V[i] against x, over the pairs."
+    n, k = len(user), U.shape[1]
+    acc = np.zeros((_SSE_CHUNKS, 2))
+    for c in prange(_SSE_CHUNKS):
+        se = 0.0; wse = 0.0
+        for j in range(c * n // _SSE_CHUNKS, (c + 1) * n // _SSE_CHUNKS):
+            u, i = user[j], item[j]
+            p = mu + bu[u] + bi[i]
+            for f in range(k): p += U[u, f] * V[i, f]
+            e = np.float64(p - x[j])
+            se += e * e; wse += w[j] * e * e if weighted else e * e
+        acc[c, 0] = se; acc[c, 1] = wse
+    return acc[:, 0].sum(), acc[:, 1].sum()
 
 # %% ../nbs/03_matrix_factorization.ipynb #7ec5e6a5
 @_jit()
@@ -498,7 +518,7 @@ def _als_rows(indptr, col, x, w, A, B, bA, bB, mu, lam, ra, biased, weighted, wa
 # %% ../nbs/03_matrix_factorization.ipynb #2c1299d3
 def _numba() -> dict:
     "The compiled kernels by name (numba compiles each on its first call, or loads it from the on-disk cache)."
-    return dict(predict=_predict_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, grad_fused=_grad_fused,
+    return dict(predict=_predict_kernel, sse=_sse_kernel, grad_rows=_grad_rows, grad_cols=_grad_cols, grad_fused=_grad_fused,
                 als_rows=_als_rows)
 
 # %% ../nbs/03_matrix_factorization.ipynb #2c55760b
@@ -522,16 +542,23 @@ def _predict(U, V, mu, bu, bi, user, item) -> np.ndarray:
 @_jit(parallel=False)
 def _counting_order(key, n_keys, order):
     """Stable counting sort in O(n): the permutation of `order` that sorts key[order] (ties keep their order in
-    `order`), and the CSR index pointer of the keys."""
+    `order`; of `order`'s integer type), and the CSR index pointer of the keys."""
     indptr = np.zeros(n_keys + 1, np.int64)
     for j in range(len(order)): indptr[key[order[j]] + 1] += 1
     for b in range(n_keys): indptr[b + 1] += indptr[b]
     fill = indptr[:-1].copy()
-    out = np.empty(len(order), np.int64)
+    out = np.empty_like(order)
     for j in range(len(order)):
         c = key[order[j]]
         out[fill[c]] = order[j]; fill[c] += 1
     return out, indptr
+
+# %% ../nbs/03_matrix_factorization.ipynb #547c6e7f
+@_jit(parallel=False)
+def _take(src, perm, out):
+    "out[j] = src[perm[j]] for every j (out's dtype), and out."
+    for j in range(len(perm)): out[j] = src[perm[j]]
+    return out
 
 # %% ../nbs/03_matrix_factorization.ipynb #fad5428e
 @_jit(parallel=False)
@@ -542,25 +569,30 @@ def _in_csr_order(user, item) -> bool:
     return True
 
 # %% ../nbs/03_matrix_factorization.ipynb #e795213a
-def _structure(o: _Obs, csc: bool = True) -> dict:
-    """CSR (by user, items increasing within a row) and, with `csc`, CSC (by item) views of the observations plus the
-    CSR->CSC position map, by stable counting sorts (the same orders as `_structure_ref`'s lexsort and stable argsort);
-    input already in CSR order is not copied and needs only the sort by item."""
-    n = len(o)
+def _structure(o: _Obs, csc: bool = True, pos: bool = True) -> dict:
+    """CSR (by user, items increasing within a row) and, with `csc`, CSC (by item) views of the observations (with
+    `pos`, also the CSR->CSC position map of the two-pass GD kernels), by stable counting sorts: the same orders as
+    `_structure_ref`'s lexsort and stable argsort. Lean in memory (the Prize's 100M ratings): int32 positions and
+    indices below 2^31, no copy of input already in CSR order, the all-ones weights of unweighted data shared rather
+    than permuted, each temporary freed before the next view is made."""
+    n = len(o); it = np.int32 if max(n, o.n_users, o.n_items) < 2**31 else np.int64
+    wperm = lambda p: o.weight[p] if o.weighted else o.weight           # unweighted: all ones, in any order
     if _in_csr_order(o.user, o.item):
-        ou, user_u, item_u, x_u, w_u = None, o.user, o.item, o.rating, o.weight
+        ou, item_u, x_u, w_u = None, o.item, o.rating, o.weight
         indptr_u = np.zeros(o.n_users + 1, np.int64)
         np.cumsum(np.bincount(o.user, minlength=o.n_users), out=indptr_u[1:])
     else:
-        by_item, _ = _counting_order(o.item, o.n_items, np.arange(n))
+        by_item, _ = _counting_order(o.item, o.n_items, np.arange(n, dtype=it))
         ou, indptr_u = _counting_order(o.user, o.n_users, by_item)
-        item_u, x_u, w_u = o.item[ou], o.rating[ou], o.weight[ou]
+        del by_item
+        item_u, x_u, w_u = _take(o.item, ou, np.empty(n, it)), o.rating[ou], wperm(ou)
     S = dict(indptr_u=indptr_u, item_u=item_u, x_u=x_u, w_u=w_u)
     if not csc: return S
-    oi, indptr_i = _counting_order(item_u, o.n_items, np.arange(n))      # CSC order expressed in CSR positions
-    pos = np.empty(n, np.int64); pos[oi] = np.arange(n)
-    user_u = o.user if ou is None else o.user[ou]
-    S.update(indptr_i=indptr_i, user_i=user_u[oi], x_i=x_u[oi], w_i=w_u[oi], pos=pos)
+    oi, indptr_i = _counting_order(item_u, o.n_items, np.arange(n, dtype=it))   # CSC order in CSR positions
+    src = oi if ou is None else ou[oi]; del ou                           # CSC order in input positions
+    S.update(indptr_i=indptr_i, user_i=_take(o.user, src, np.empty(n, it)), x_i=x_u[oi], w_i=wperm(src))
+    del src
+    if pos: S['pos'] = np.empty(n, it); S['pos'][oi] = np.arange(n, dtype=it)
     return S
 
 # %% ../nbs/03_matrix_factorization.ipynb #b07287d6
@@ -628,11 +660,12 @@ class _NumbaEngine(_NumpyEngine):
         super().__init__(o, P, lam, mu, biased, reg)
         k = self.P['U'].shape[1]
         self.bounds = None if als else _fused_bounds(o.user, o.n_users, o.n_items, k)
-        self.nb = _numba(); self.S = _structure(o, csc=self.bounds is None)
+        self.nb = _numba(); self.S = _structure(o, csc=self.bounds is None, pos=not als)
         for kk in ('bu', 'bi'):
             if kk not in self.P: self.P[kk] = np.zeros(o.n_users if kk == 'bu' else o.n_items, np.float32)
-        if self.bounds is None: self.r = np.empty(len(o), np.float32)
-        else: self.buf = tuple(np.empty((len(self.bounds) - 1, o.n_items) + s, np.float32) for s in ((k,), ()))
+        self.r = None                              # the two-pass kernels' residuals, made when first needed
+        if self.bounds is not None:
+            self.buf = tuple(np.empty((len(self.bounds) - 1, o.n_items) + s, np.float32) for s in ((k,), ()))
         self.G = {kk: np.empty_like(v) for kk, v in self.P.items()}
     def _reg(self):
         P = self.P
@@ -649,6 +682,8 @@ class _NumbaEngine(_NumpyEngine):
                                               *self.buf, G['V'], G['bi'])
             if not self.biased: G['bu'][:] = 0; G['bi'][:] = 0
             return 0.5 * wsse + self.lam * pen, sse
+        if 'pos' not in S: S = self.S = _structure(self.o)           # an ALS engine asked for gradients
+        if self.r is None: self.r = np.empty(len(self.o), np.float32)
         sse, wsse = nb['grad_rows'](S['indptr_u'], S['item_u'], S['x_u'], S['w_u'], P['U'], P['V'], P['bu'], P['bi'],
                                     mu, lam, self.ru, S['pos'], self.r, G['U'], G['bu'])
         nb['grad_cols'](S['indptr_i'], S['user_i'], self.r, P['U'], P['V'], P['bi'], lam, self.ri, G['V'], G['bi'])
@@ -656,7 +691,7 @@ class _NumbaEngine(_NumpyEngine):
         return 0.5 * wsse + self._reg(), sse
     track_half = False   # also J after the U-step (self.J_half; one more m k pass over the ratings)
     def als_sweep(self):
-        if 'indptr_i' not in self.S: self.S = _structure(self.o)
+        if 'indptr_i' not in self.S: self.S = _structure(self.o, pos=False)
         S, P, nb, blas = self.S, self.P, self.nb, _ssyrk()
         mu = np.float32(self.mu if self.biased else 0.0); lam = np.float32(self.lam)
         with one_blas_thread():     # one BLAS thread per numba thread (else they oversubscribe the cores)
@@ -667,11 +702,10 @@ class _NumbaEngine(_NumpyEngine):
                                        mu, lam, self.ri, self.biased, self.o.weighted, True, *blas)
         return 0.5 * wsse + self._reg(), sse     # J from the item pass itself: no extra pass over the ratings
     def value_only(self):
-        P = self.P
-        p = _numba()['predict'](P['U'], P['V'], np.float32(self.mu if self.biased else 0.0), P['bu'], P['bi'],
-                                self.o.user, self.o.item)
-        e = (p - self.o.rating).astype(np.float64)
-        return 0.5 * float(np.dot(self.o.weight * e, e)) + self._reg(), float(np.dot(e, e))
+        P, o = self.P, self.o
+        se, wse = self.nb['sse'](P['U'], P['V'], np.float32(self.mu if self.biased else 0.0), P['bu'], P['bi'],
+                                 o.user, o.item, o.rating, o.weight, o.weighted)
+        return 0.5 * wse + self._reg(), se
     def params(self):
         P = dict(self.P)
         if not self.biased: P.pop('bu'); P.pop('bi')
@@ -795,11 +829,12 @@ class _TorchEngine:
         self.opt = torch.optim.SGD(ps, lr=lr) if method == 'gd' else torch.optim.Adam(ps, lr=lr, eps=1e-8)
         if layout == 'dense':
             X = torch.zeros(o.n_users, o.n_items, device=dev); W = torch.zeros_like(X); M = torch.zeros_like(X)
-            ui = (torch.as_tensor(o.user, device=dev), torch.as_tensor(o.item, device=dev))
+            ui = tuple(torch.as_tensor(a, dtype=torch.long, device=dev) for a in (o.user, o.item))
             X[ui] = torch.as_tensor(o.rating, device=dev); W[ui] = torch.as_tensor(o.weight, device=dev); M[ui] = 1
             self.data = (X, W, M)
         else:
-            self.data = tuple(torch.as_tensor(a, device=dev) for a in (o.user, o.item, o.rating, o.weight))
+            self.data = (*(torch.as_tensor(a, dtype=torch.long, device=dev) for a in (o.user, o.item)),
+                         *(torch.as_tensor(a, device=dev) for a in (o.rating, o.weight)))
     def value_grad(self):
         p = self.P
         self.opt.zero_grad(set_to_none=False)
