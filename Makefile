@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
+.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-1m-512 bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
 
 all: report
 
@@ -95,6 +95,9 @@ myfm-venv:
 BENCH_FM_1M_ARGS ?=
 bench-fm-1m: install myfm-venv          # ML-1M shared 5 folds, rank 32, 256 sweeps, ours flipped + ours declared setting + myfm flipped (~2 h CPU)
 	$(MYFM_RUN) --data 1m --folds 0 1 2 3 4 --also $(FM_EXTRA) $(BENCH_FM_1M_ARGS)
+bench-fm-1m-512: install               # ML-1M shared 5 folds, the declared setting alone at Rendle's 512 sweeps (~50 min CPU)
+	$(BIN)/python bench/bench_fm.py --data 1m --folds 0 1 2 3 4 --features $(FM_EXTRA:%:probit=%) --likelihood probit \
+	  --sweeps 512 --myfm none --name bench_fm_1m_shared_512 $(BENCH_FM_1M_ARGS)
 bench-fm-rendle: install myfm-venv      # ML-1M Rendle's protocol (myFM's 10-fold split, fold 0), 512 sweeps (~55 min CPU)
 	$(MYFM_RUN) --data 1m --protocol rendle --folds 0 --sweeps 512 --burn-in 64 --also $(FM_EXTRA)
 bench-fm-chapter: install               # ML-100K feature-set table (9 x 5 folds) + nested 5-fold CV, 512 sweeps (~25 min CPU)
