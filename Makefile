@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-1m-512 bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
+.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-user-cf bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-1m-512 bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
 
 all: report
 
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-bayes / bench-hpo / bench-regularization / bench-mf-nested - the full studies of chapters 10, 05, 04, 03"
 	@echo "make bench-fm-1m / bench-fm-rendle / bench-fm-chapter / bench-fm-course - chapter 11's full studies"
 	@echo "make bench-prize - chapter 12: Prize-layout data at 1M..100M ratings: reading, MF/ALS/item-CF times, Spark (--spark)"
+	@echo "make bench-user-cf - chapter 12: the low-rank top-k user CF at 1M..100M (after bench-prize), exact model at 1M"
 	@echo "make test-spark - install the optional pyspark extra and run the Spark tests (Java 17+ needed)"
 	@echo "make bench-NAME - one bench (bench/bench_NAME.py): its results file feeds the chapter that reads it"
 	@echo "make data     - prepare the default data (course files or generated Netflix-shaped data)"
@@ -123,6 +124,9 @@ bench-bayes: install data
 BENCH_PRIZE_ARGS ?=
 bench-prize: install
 	$(BIN)/python bench/bench_prize.py $(BENCH_PRIZE_ARGS)
+
+bench-user-cf: install
+	$(BIN)/python bench/bench_user_cf.py $(BENCH_USER_CF_ARGS)
 
 # the Spark path (optional extra pyspark; needs Java 17+ on the PATH or JAVA_HOME, e.g. apt-get install openjdk-17-jre-headless)
 test-spark: install

@@ -33,6 +33,10 @@ def _cf(**kw):
         return NeighbourCF(**kw).fit(tr)
     return fit
 
+def _lowrank_cf(tr):
+    from thu_big_data_ml.lowrank_cf import LowRankUserCF
+    return LowRankUserCF(rank=8, k=10).fit(tr)
+
 def _cosine_cf(tr):
     from thu_big_data_ml.cf import CosineCF
     return CosineCF().fit(tr)
@@ -95,6 +99,7 @@ SPECS = [
     Spec('NeighbourCF(item, pearson_baseline, k=None)', _cf(kind='item', sim='pearson_baseline', target='baseline',
                                                             shrinkage=10), (0.43, 0.63)),
     Spec('CosineCF', _cosine_cf, (0.65, 0.85)),
+    Spec('LowRankUserCF(rank=8, k=10)', _lowrank_cf, (0.55, 0.9)),
     Spec('MFModel(gd, numba)', _mf(method='gd', backend='numba', lam=1.0, max_iter=300), (0.4, 0.58)),
     Spec('MFModel(als)', _mf(method='als', lam=1.0, max_iter=30), (0.4, 0.58)),
     Spec('MFModel(als, biased)', _mf(method='als', lam=1.0, biased=True, max_iter=30), (0.4, 0.58)),
