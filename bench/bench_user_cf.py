@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from thu_big_data_ml.compare import PeakMemory
-from thu_big_data_ml.core import machine_info, write_results
+from thu_big_data_ml.core import write_results
 from thu_big_data_ml.prize import BENCH_SIZES, load_prize, prize_fingerprint, prize_folder
 
 DEPS = ('lowrank_cf', 'cf', 'prize')
