@@ -73,12 +73,13 @@ def test_memory_is_users_by_rank_and_explain_uses_the_embedding():
     train, tu, ti = _problem(1, n_u=80, n_i=30)
     m = LowRankUserCF(rank=5, k=4, dtype=np.float64).fit(train)
     assert m.Z_.shape == (80, 5) and not any(isinstance(x, np.ndarray) and x.size >= 80 * 80 for x in vars(m).values())
-    u0, i0 = int(train[0][0]), 3
+    defined = [(int(a), int(b)) for a, b in zip(tu, ti) if np.isfinite(m.predict_raw([a], [b])[0])]
+    assert defined                                             # the check below must run
+    u0, i0 = defined[0]
     ex = m.explain(u0, i0, top=50)
-    if not ex.attrs['fallback']:
-        sims = m.Z_[ex['neighbour'].to_numpy()] @ m.Z_[u0]
-        np.testing.assert_allclose(ex['similarity'].to_numpy(), sims)
-        assert len(ex) <= 4 and abs(ex.attrs['prediction'] - m.predict([u0], [i0])[0]) < 1e-12
+    assert ex.attrs['fallback'] is None and 1 <= len(ex) <= 4
+    np.testing.assert_allclose(ex['similarity'].to_numpy(), m.Z_[ex['neighbour'].to_numpy()] @ m.Z_[u0])
+    assert abs(ex.attrs['prediction'] - m.predict([u0], [i0])[0]) < 1e-12
 
 
 def test_blocks_do_not_change_the_answer():
