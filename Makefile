@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # nbclient/nbdev_test run kernels from this venv; keep threads sane on small machines.
 export PYTHONHASHSEED := 0
 
-.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-user-cf bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-1m-512 bench-fm-rendle bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
+.PHONY: all install data report report-quick test test-spark export clean clean-cache bench bench-prize bench-user-cf bench-surprise bench-obp bench-fm bench-fm-1m bench-fm-1m-512 bench-fm-rendle bench-fm-declared bench-fm-probit bench-fm-chapter bench-fm-course myfm-venv bench-bayes help system-deps
 
 all: report
 
@@ -23,7 +23,7 @@ help:
 	@echo "make bench-obp - our off-policy estimators vs obp on the Open Bandit Dataset (obp in a throwaway venv); refreshes tests/fixtures/obp_ope.json"
 	@echo "make bench-autorec - AutoRec: ML-100K/1M 5-fold and ML-1M 90/10 (about 20 min, 2 cores); writes bench/results/autorec.json"
 	@echo "make bench-bayes / bench-hpo / bench-regularization / bench-mf-nested - the full studies of chapters 10, 05, 04, 03"
-	@echo "make bench-fm-1m / bench-fm-rendle / bench-fm-chapter / bench-fm-course - chapter 11's full studies"
+	@echo "make bench-fm-1m / bench-fm-rendle / bench-fm-declared / bench-fm-probit / bench-fm-chapter / bench-fm-course - chapter 11's full studies"
 	@echo "make bench-prize - chapter 12: Prize-layout data at 1M..100M ratings: reading, MF/ALS/item-CF times, Spark (--spark)"
 	@echo "make bench-user-cf - chapter 12: the low-rank top-k user CF at 1M..100M (after bench-prize), exact model at 1M"
 	@echo "make test-spark - install the optional pyspark extra and run the Spark tests (Java 17+ needed)"
@@ -101,6 +101,13 @@ bench-fm-1m-512: install               # ML-1M shared 5 folds, the declared sett
 	  --sweeps 512 --myfm none --name bench_fm_1m_shared_512 $(BENCH_FM_1M_ARGS)
 bench-fm-rendle: install myfm-venv      # ML-1M Rendle's protocol (myFM's 10-fold split, fold 0), 512 sweeps (~55 min CPU)
 	$(MYFM_RUN) --data 1m --protocol rendle --folds 0 --sweeps 512 --burn-in 64 --also $(FM_EXTRA)
+bench-fm-declared: install              # ML-1M, the declared setting at rank 64 and 512 sweeps: shared 5 folds, then Rendle's fold 0 (~95 min CPU)
+	$(BIN)/python bench/bench_fm.py --data 1m --folds 0 1 2 3 4 --features $(FM_EXTRA:%:probit=%) --likelihood probit \
+	  --sweeps 512 --k 64 --myfm none --name bench_fm_1m_shared_512_k64 $(BENCH_FM_1M_ARGS)
+	$(BIN)/python bench/bench_fm.py --data 1m --protocol rendle --folds 0 --features $(FM_EXTRA:%:probit=%) \
+	  --likelihood probit --sweeps 512 --burn-in 64 --k 64 --myfm none --name bench_fm_1m_rendle_k64
+bench-fm-probit: install myfm-venv      # ML-100K shared 5 folds: ours and myfm's ordered probit on the declared features, rank 10, 512 sweeps (~12 min CPU)
+	$(MYFM_RUN) --data 100k --folds 0 1 2 3 4 --features $(FM_EXTRA:%:probit=%) --likelihood probit --name bench_fm_100k_probit
 bench-fm-chapter: install               # ML-100K feature-set table (9 x 5 folds) + nested 5-fold CV, 512 sweeps (~25 min CPU)
 	$(BIN)/python bench/bench_fm.py --study ml100k
 bench-fm-course: install                # course data, 10% of users: FM with/without dates and titles, ch 08's time-aware MF, floor (~8 min CPU)
