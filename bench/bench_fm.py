@@ -242,7 +242,6 @@ CHAPTER_SETS = ([(fs, 'normal') for fs in ('mf', 'svd++', 'timesvd', 'timesvd++'
                 + [('flipped', 'probit'), (CHAPTER_SIDE, 'probit'), (CHAPTER_EXTRA, 'probit')])
 CHAPTER_GRID = ([dict(features='flipped', k=10, likelihood=lk) for lk in ('normal', 'probit')]
                 + [dict(features=CHAPTER_EXTRA, k=k, likelihood='probit') for k in (10, 32)])   # rank: the inner choice
-DECLARED_1M = dict(features=CHAPTER_EXTRA, likelihood='probit', k=64, sweeps=512)   # fixed before any ML-1M run at it
 COURSE_SETS = [('mf', 'normal'), ('mf+user_bin+item_bin', 'normal'), ('mf+title+year', 'normal'),
                ('mf+user_bin+item_bin+title+year', 'normal')]     # dates as drifting biases (user x bin, item x bin)
 LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95)
